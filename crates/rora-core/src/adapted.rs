@@ -1,0 +1,239 @@
+//! One view of "an adapted layer", whichever way the adapter was attached.
+//!
+//! A model may carry adapters in two ways: this crate's [`LoraLinear`](crate::LoraLinear)
+//! layers, or burn's own `Module::apply_lora`, which attaches a
+//! [`LoraAdapter`](burn::module::LoraAdapter) to any 2-D weight parameter. RoRA's constraint,
+//! rescaler, reports and the adapter files are written once against [`AdaptedLayer`], which
+//! [`adapted_layers`] collects from any burn module by visiting its parameters.
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+use nalgebra::DMatrix;
+
+use crate::convert::tensor_to_dmatrix;
+
+/// How an adapted layer's adapter is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AdapterKind {
+    /// A [`LoraLinear`](crate::LoraLinear) layer (factored forward; supports base dropout).
+    LoraLinear,
+    /// burn's own adapter from `Module::apply_lora` (dense composition every forward).
+    BurnNative,
+}
+
+/// An adapted linear layer: frozen `W0`, factors `A`, `B` and scale `s`, with
+/// `ΔW = s·B·A` in PEFT's layout.
+///
+/// The factor tensors are the model's own parameter values (on an autodiff device they are
+/// the graph leaves the optimizer updates), so a loss built from them backpropagates into
+/// the model; see [`crate::rora::Rora::penalty`].
+#[derive(Debug, Clone)]
+pub struct AdaptedLayer {
+    /// Module path of the layer, e.g. `encoder.layers.0.attention.query` (for burn-native
+    /// adapters, the weight's path without `.weight`). This is the path used in adapter
+    /// files and target patterns.
+    pub path: String,
+    /// Which way the adapter is attached.
+    pub kind: AdapterKind,
+    /// Parameter path of `W0` (e.g. `...query.weight`).
+    pub weight_path: String,
+    /// Parameter path of `A` (`...lora.a`, or `...weight.lora.a` for burn-native).
+    pub a_path: String,
+    /// Parameter path of `B`.
+    pub b_path: String,
+    /// Parameter id of `A`.
+    pub a_id: ParamId,
+    /// Parameter id of `B`.
+    pub b_id: ParamId,
+    /// `W0` in burn's layout `[in, out]` (detached).
+    pub base: Tensor<2>,
+    /// `A: [r, in]` (PEFT layout; for burn-native adapters the transpose of burn's `a`).
+    pub a: Tensor<2>,
+    /// `B: [out, r]` (PEFT layout; for burn-native adapters the transpose of burn's `b`).
+    pub b: Tensor<2>,
+    /// The scale `s`. `None` for burn-native adapters: burn keeps `LoraAdapter::scale` out of
+    /// reach of module visitors, so it must be supplied (it is `alpha / rank` of the
+    /// `burn::module::Lora` that was applied); see [`AdaptedLayer::scale_or`].
+    pub scale: Option<f64>,
+}
+
+/// A burn-native adapter's scale was needed but not given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "layer {path:?} carries burn's own LoRA adapter, whose scale is not visible to module \
+     visitors: pass it (alpha / rank of the burn::module::Lora you applied)"
+)]
+pub struct NativeScaleUnknown {
+    /// The layer.
+    pub path: String,
+}
+
+impl AdaptedLayer {
+    /// Input features.
+    pub fn d_in(&self) -> usize {
+        self.base.dims()[0]
+    }
+    /// Output features.
+    pub fn d_out(&self) -> usize {
+        self.base.dims()[1]
+    }
+    /// Rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+
+    /// The scale: the layer's own, or `native_scale` for a burn-native adapter.
+    pub fn scale_or(&self, native_scale: Option<f64>) -> Result<f64, NativeScaleUnknown> {
+        self.scale
+            .or(native_scale)
+            .ok_or_else(|| NativeScaleUnknown {
+                path: self.path.clone(),
+            })
+    }
+
+    /// `W0` as `[out, in]` (PEFT layout) in float64.
+    pub fn base_matrix(&self) -> DMatrix<f64> {
+        tensor_to_dmatrix(self.base.clone().transpose())
+    }
+    /// `A: [r, in]` in float64 (detached).
+    pub fn a_matrix(&self) -> DMatrix<f64> {
+        tensor_to_dmatrix(self.a.clone())
+    }
+    /// `B: [out, r]` in float64 (detached).
+    pub fn b_matrix(&self) -> DMatrix<f64> {
+        tensor_to_dmatrix(self.b.clone())
+    }
+}
+
+/// Collect every adapted layer of `model`, in visiting order, with its module path.
+///
+/// Finds [`LoraLinear`](crate::LoraLinear) layers that carry an adapter and 2-D parameters
+/// with a burn-native LoRA adapter. Works on any burn module without code changes. The layer
+/// must not be merged (analysis reads `W0` from the weight).
+pub fn adapted_layers<M: Module>(model: &M) -> Vec<AdaptedLayer> {
+    let mut collector = Collector::default();
+    model.visit(&mut collector);
+    collector.finish()
+}
+
+#[derive(Default)]
+struct Collector {
+    path: Vec<String>,
+    containers: Vec<String>,
+    matrices: Vec<(String, ParamId, Tensor<2>)>,
+    scales: Vec<(String, f64)>,
+    layers: Vec<(String, AdapterKind)>,
+}
+
+impl Collector {
+    fn find(&self, path: &str) -> Option<&(String, ParamId, Tensor<2>)> {
+        self.matrices.iter().rev().find(|(p, _, _)| p == path)
+    }
+
+    fn finish(self) -> Vec<AdaptedLayer> {
+        let mut out = Vec::new();
+        for (prefix, kind) in &self.layers {
+            let (path, weight_path, a_path, b_path) = match kind {
+                AdapterKind::LoraLinear => (
+                    prefix.clone(),
+                    join(prefix, "weight"),
+                    join(prefix, "lora.a"),
+                    join(prefix, "lora.b"),
+                ),
+                AdapterKind::BurnNative => (
+                    prefix
+                        .strip_suffix(".weight")
+                        .unwrap_or(prefix)
+                        .to_string(),
+                    prefix.clone(),
+                    join(prefix, "lora.a"),
+                    join(prefix, "lora.b"),
+                ),
+            };
+            let (Some(w), Some(a), Some(b)) =
+                (self.find(&weight_path), self.find(&a_path), self.find(&b_path))
+            else {
+                continue;
+            };
+            let (a_t, b_t, scale) = match kind {
+                AdapterKind::LoraLinear => {
+                    let scale_path = join(prefix, "lora.scale");
+                    let scale = self
+                        .scales
+                        .iter()
+                        .rev()
+                        .find(|(p, _)| *p == scale_path)
+                        .map(|(_, s)| *s);
+                    (a.2.clone(), b.2.clone(), scale)
+                }
+                AdapterKind::BurnNative => (a.2.clone().transpose(), b.2.clone().transpose(), None),
+            };
+            out.push(AdaptedLayer {
+                path,
+                kind: *kind,
+                weight_path,
+                a_path,
+                b_path,
+                a_id: a.1,
+                b_id: b.1,
+                base: w.2.clone().inner(),
+                a: a_t,
+                b: b_t,
+                scale,
+            });
+        }
+        out
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        // Entering field `lora` of a LoraLinear, or the reparameterization of a native weight.
+        if name == "lora" && container_type == "Struct:LoraLinear" {
+            self.layers
+                .push((self.path.join("."), AdapterKind::LoraLinear));
+        }
+        if container_type == "Reparameterization" && name == "lora" {
+            self.layers
+                .push((self.path.join("."), AdapterKind::BurnNative));
+        }
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.path.join(".");
+        match D {
+            2 => {
+                let t = param.val();
+                let dims = t.dims();
+                let t: Tensor<2> = t.reshape([dims[0], dims[1]]);
+                self.matrices.push((path, param.id, t));
+            }
+            1 if self.containers.last().is_some_and(|c| c == "Struct:LoraFactors") => {
+                let v = param
+                    .val()
+                    .inner()
+                    .try_into_vec_as::<f64>()
+                    .expect("reading the LoRA scale");
+                if let Some(&s) = v.first() {
+                    self.scales.push((path, s));
+                }
+            }
+            _ => {}
+        }
+    }
+}

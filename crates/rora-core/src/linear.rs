@@ -1,0 +1,407 @@
+//! [`LoraLinear`]: a linear layer with a frozen base and a factored low-rank adapter.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::module::linear;
+use burn::tensor::{Device, Distribution, Tensor};
+
+use crate::config::{LoraConfig, LoraConfigError, LoraInit};
+use crate::convert::{dmatrix_to_tensor, replace_param, tensor_to_dmatrix};
+
+/// The trainable factors of a [`LoraLinear`] and their scale, in PEFT's layout.
+#[derive(Module, Debug)]
+pub struct LoraFactors {
+    /// `A: [r, in]`, trainable.
+    pub a: Param<Tensor<2>>,
+    /// `B: [out, r]`, trainable.
+    pub b: Param<Tensor<2>>,
+    /// The scale `s` as a one-element frozen parameter, so that it is saved with the model
+    /// and visible to module visitors (RoRA's analysis reads it there).
+    pub scale: Param<Tensor<1>>,
+}
+
+impl LoraFactors {
+    /// Rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.shape().dims::<2>()[0]
+    }
+
+    /// The scale `s`, read back to the host.
+    pub fn scale_value(&self) -> f64 {
+        self.scale
+            .val()
+            .inner()
+            .try_into_vec_as::<f64>()
+            .expect("reading the LoRA scale")[0]
+    }
+}
+
+/// A linear layer `y = x·W0 + bias` with an optional LoRA adapter, computed factored:
+///
+/// `y = drop_b(x·W0 + bias) + s·(drop(x)·Aᵀ)·Bᵀ`
+///
+/// - `W0` (`weight`, burn's layout `[in, out]`) and `bias` (`[out]`) are frozen once an
+///   adapter is attached; `A: [r, in]` and `B: [out, r]` (PEFT's layout) are trainable.
+/// - The dense update `s·B·A` is never formed in the forward pass.
+/// - `drop` is dropout on the adapter's input ([`LoraConfig::dropout`]); `drop_b` is dropout on
+///   the frozen branch's output ([`LoraConfig::base_dropout`]), RoRA's clean-strengthened
+///   regularization. Both are active only when training (autodiff device).
+///
+/// Without an adapter the layer behaves exactly like burn's [`Linear`] (and its weights keep
+/// whatever `require_grad` they had), so a model can use `LoraLinear` everywhere and attach
+/// adapters only where wanted.
+///
+/// Input `[..., in]`, output `[..., out]`.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Device, Tensor};
+/// use rora_core::{LoraConfig, LoraLinear};
+///
+/// let device = Device::default();
+/// let base = LinearConfig::new(16, 8).init(&device);
+/// let layer = LoraLinear::from_linear(base, &LoraConfig::new(4, 8.0)).unwrap();
+/// assert_eq!(layer.trainable_params(), 4 * (16 + 8));
+/// let y = layer.forward(Tensor::<2>::ones([3, 16], &device));
+/// assert_eq!(y.dims(), [3, 8]);
+/// ```
+#[derive(Module, Debug)]
+pub struct LoraLinear {
+    /// Frozen base weight `W0`, burn layout `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// Frozen base bias `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// The adapter, if attached.
+    pub lora: Option<LoraFactors>,
+    /// Dropout on the adapter's input.
+    pub dropout: Dropout,
+    /// Dropout on the frozen branch's output (RoRA's Cl).
+    pub base_dropout: Dropout,
+    merged: bool,
+    enabled: bool,
+}
+
+impl From<Linear> for LoraLinear {
+    fn from(linear: Linear) -> Self {
+        LoraLinear::plain(linear)
+    }
+}
+
+impl LoraLinear {
+    /// Wrap a burn [`Linear`] without an adapter; it computes exactly what the `Linear` did.
+    pub fn plain(linear: Linear) -> Self {
+        LoraLinear {
+            weight: linear.weight,
+            bias: linear.bias,
+            lora: None,
+            dropout: DropoutConfig::new(0.0).init(),
+            base_dropout: DropoutConfig::new(0.0).init(),
+            merged: false,
+            enabled: true,
+        }
+    }
+
+    /// A layer from raw weights: `weight` in burn's layout `[in, out]` (the transpose of
+    /// PyTorch's `[out, in]`), `bias` `[out]`. No adapter; the weights are trainable until an
+    /// adapter is attached.
+    pub fn from_weights(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        LoraLinear::plain(Linear {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+        })
+    }
+
+    /// Wrap `linear` and attach a new adapter (see [`with_lora`](Self::with_lora)).
+    pub fn from_linear(linear: Linear, config: &LoraConfig) -> Result<Self, LoraConfigError> {
+        LoraLinear::plain(linear).with_lora(config)
+    }
+
+    /// Attach a new adapter initialised as `config.init` says, freeze the base weight and
+    /// bias, and set both dropouts. Replaces an existing adapter (unmerging it first).
+    pub fn with_lora(self, config: &LoraConfig) -> Result<Self, LoraConfigError> {
+        let [d_in, d_out] = self.weight.shape().dims::<2>();
+        config.validate(d_in, d_out)?;
+        let mut layer = self.unmerge();
+        let device = layer.weight.device();
+        let r = config.rank;
+        let s = config.scale();
+        let (a, b) = match config.init {
+            LoraInit::KaimingUniform => {
+                // PyTorch's kaiming_uniform_(a=√5) on A [r, in]: bound = 1/√in.
+                let bound = 1.0 / (d_in as f64).sqrt();
+                (
+                    Tensor::<2>::random([r, d_in], Distribution::Uniform(-bound, bound), &device),
+                    Tensor::<2>::zeros([d_out, r], &device),
+                )
+            }
+            LoraInit::Gaussian => (
+                Tensor::<2>::random([r, d_in], Distribution::Normal(0.0, 1.0 / r as f64), &device),
+                Tensor::<2>::zeros([d_out, r], &device),
+            ),
+            LoraInit::Pissa => {
+                // W0 in PyTorch layout [out, in].
+                let w0 = tensor_to_dmatrix(layer.weight.val().transpose());
+                let svd = rora_spectral::top_k(&w0, r)
+                    .expect("top-r SVD of a finite weight with r <= min(in, out)");
+                let root = svd.singular_values.map(|v| (v / s).sqrt());
+                let b = &svd.u * nalgebra::DMatrix::from_diagonal(&root);
+                let a = nalgebra::DMatrix::from_diagonal(&root) * &svd.v_t;
+                let residual = &w0 - (&b * &a) * s;
+                let b = dmatrix_to_tensor(&b, &device);
+                let a = dmatrix_to_tensor(&a, &device);
+                let w = dmatrix_to_tensor(&residual.transpose(), &device);
+                layer.weight = replace_param(layer.weight, w);
+                (a, b)
+            }
+        };
+        layer.weight = layer.weight.set_require_grad(false);
+        layer.bias = layer.bias.map(|b| b.set_require_grad(false));
+        layer.lora = Some(LoraFactors {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            scale: Param::from_tensor(Tensor::<1>::from_floats([s as f32], &device))
+                .set_require_grad(false),
+        });
+        layer.dropout = DropoutConfig::new(config.dropout).init();
+        layer.base_dropout = DropoutConfig::new(config.base_dropout).init();
+        layer.enabled = true;
+        Ok(layer)
+    }
+
+    /// Attach given factors `a: [r, in]`, `b: [out, r]` with scale `s` (e.g. loaded from a
+    /// PEFT file), freezing the base. Dropouts are left as they are.
+    ///
+    /// # Panics
+    /// If the shapes do not fit the layer; callers that read user files check shapes first
+    /// and report typed errors (see [`crate::adapter_io`]).
+    pub fn with_factors(mut self, a: Tensor<2>, b: Tensor<2>, scale: f64) -> Self {
+        let [d_in, d_out] = self.weight.shape().dims::<2>();
+        let [r, a_in] = a.dims();
+        let [b_out, b_r] = b.dims();
+        assert!(a_in == d_in && b_out == d_out && b_r == r, "LoRA factor shapes");
+        self = self.unmerge();
+        let device = self.weight.device();
+        self.weight = self.weight.set_require_grad(false);
+        self.bias = self.bias.map(|b| b.set_require_grad(false));
+        self.lora = Some(LoraFactors {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            scale: Param::from_tensor(Tensor::<1>::from_floats([scale as f32], &device))
+                .set_require_grad(false),
+        });
+        self
+    }
+
+    /// Set the dropout probability on the frozen branch's output (RoRA's Cl).
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1)`.
+    pub fn with_base_dropout(mut self, p: f64) -> Self {
+        self.base_dropout = DropoutConfig::new(p).init();
+        self
+    }
+
+    /// Remove the adapter (unmerging it first). The base stays frozen.
+    pub fn without_lora(self) -> Self {
+        let mut layer = self.unmerge();
+        layer.lora = None;
+        layer
+    }
+
+    /// Input features.
+    pub fn d_input(&self) -> usize {
+        self.weight.shape().dims::<2>()[0]
+    }
+
+    /// Output features.
+    pub fn d_output(&self) -> usize {
+        self.weight.shape().dims::<2>()[1]
+    }
+
+    /// Rank of the adapter, `None` without one.
+    pub fn rank(&self) -> Option<usize> {
+        self.lora.as_ref().map(LoraFactors::rank)
+    }
+
+    /// Scale `s` of the adapter, `None` without one.
+    pub fn scale(&self) -> Option<f64> {
+        self.lora.as_ref().map(LoraFactors::scale_value)
+    }
+
+    /// `true` when the update has been folded into `weight` by [`merge`](Self::merge).
+    pub fn is_merged(&self) -> bool {
+        self.merged
+    }
+
+    /// `true` when the adapter contributes to the output (the default).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Switch the adapter's contribution (and the base-branch dropout) on or off. Disabled,
+    /// the layer computes its base `x·W0 + bias` only. Has no effect on a merged layer.
+    pub fn set_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Number of trainable adapter parameters, `r·(in + out)` (0 without an adapter).
+    pub fn trainable_params(&self) -> usize {
+        self.rank()
+            .map_or(0, |r| r * (self.d_input() + self.d_output()))
+    }
+
+    /// The dense update in burn's layout, `s·Aᵀ·Bᵀ: [in, out]`, detached. `None` without an
+    /// adapter. Forms the dense matrix: for merging and tests, not for training.
+    pub fn delta_weight(&self) -> Option<Tensor<2>> {
+        self.lora.as_ref().map(|l| {
+            let s = l.scale_value();
+            l.a.val()
+                .inner()
+                .transpose()
+                .matmul(l.b.val().inner().transpose())
+                .mul_scalar(s)
+        })
+    }
+
+    /// Fold the update into the base weight (`W0 ← W0 + s·Aᵀ·Bᵀ`) for inference. The
+    /// factors are kept, so [`unmerge`](Self::unmerge) can undo it. No-op without an adapter
+    /// or when already merged.
+    pub fn merge(mut self) -> Self {
+        if self.merged {
+            return self;
+        }
+        if let Some(delta) = self.delta_weight() {
+            let w = self.weight.val().inner() + delta;
+            self.weight = replace_param(self.weight, w);
+            self.merged = true;
+        }
+        self
+    }
+
+    /// Undo [`merge`](Self::merge): `W0 ← W − s·Aᵀ·Bᵀ`, exact up to float32 round-off.
+    pub fn unmerge(mut self) -> Self {
+        if !self.merged {
+            return self;
+        }
+        if let Some(delta) = self.delta_weight() {
+            let w = self.weight.val().inner() - delta;
+            self.weight = replace_param(self.weight, w);
+        }
+        self.merged = false;
+        self
+    }
+
+    /// The layer's output for `input: [..., in]`: `[..., out]`.
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match &self.lora {
+            Some(lora) if self.enabled && !self.merged => {
+                let base = self
+                    .base_dropout
+                    .forward(linear(input.clone(), self.weight.val(), bias));
+                let x = self.dropout.forward(input);
+                let h = linear(x, lora.a.val().transpose(), None);
+                let h = h.mul(lora.scale.val().reshape([1; D]));
+                base + linear(h, lora.b.val().transpose(), None)
+            }
+            _ => linear(input, self.weight.val(), bias),
+        }
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> Device {
+        self.weight.device()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::tensor::Tolerance;
+
+    fn layer(init: LoraInit) -> LoraLinear {
+        let device = Device::default();
+        device.seed(7);
+        let base = LinearConfig::new(12, 6).init(&device);
+        let mut l = LoraLinear::from_linear(base, &LoraConfig::new(3, 6.0).with_init(init)).unwrap();
+        // Give B non-zero values so the update is not trivially zero.
+        if let Some(lora) = l.lora.take() {
+            let b = Tensor::<2>::random([6, 3], Distribution::Normal(0.0, 1.0), &device);
+            l.lora = Some(LoraFactors {
+                b: replace_param(lora.b, b),
+                ..lora
+            });
+        }
+        l
+    }
+
+    #[test]
+    fn forward_equals_dense_formula() {
+        let l = layer(LoraInit::Gaussian);
+        let device = l.device();
+        let x = Tensor::<2>::random([5, 12], Distribution::Normal(0.0, 1.0), &device);
+        let w = l.weight.val() + l.delta_weight().unwrap();
+        let dense = linear(x.clone(), w, l.bias.as_ref().map(|b| b.val()));
+        l.forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&dense.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+    }
+
+    #[test]
+    fn merge_unmerge_round_trip_and_merged_forward() {
+        let l = layer(LoraInit::KaimingUniform);
+        let device = l.device();
+        let w0 = l.weight.val();
+        let x = Tensor::<2>::random([4, 12], Distribution::Normal(0.0, 1.0), &device);
+        let y = l.forward(x.clone());
+        let merged = l.merge();
+        assert!(merged.is_merged());
+        merged
+            .forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&y.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+        let back = merged.unmerge();
+        back.weight
+            .val()
+            .into_data()
+            .assert_approx_eq::<f32>(&w0.into_data(), Tolerance::rel_abs(1e-6, 1e-6));
+    }
+
+    #[test]
+    fn pissa_keeps_outputs_and_holds_principal_directions() {
+        let device = Device::default();
+        device.seed(3);
+        let base = LinearConfig::new(10, 8).init(&device);
+        let x = Tensor::<2>::random([4, 10], Distribution::Normal(0.0, 1.0), &device);
+        let y0 = base.forward(x.clone());
+        let l = LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0).with_init(LoraInit::Pissa))
+            .unwrap();
+        l.forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&y0.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+    }
+
+    #[test]
+    fn disabled_adapter_gives_base_output() {
+        let l = layer(LoraInit::Gaussian);
+        let device = l.device();
+        let x = Tensor::<2>::random([4, 12], Distribution::Normal(0.0, 1.0), &device);
+        let base = linear(x.clone(), l.weight.val(), l.bias.as_ref().map(|b| b.val()));
+        l.set_enabled(false)
+            .forward(x)
+            .into_data()
+            .assert_eq(&base.into_data(), true);
+    }
+
+    #[test]
+    fn bad_config_is_rejected() {
+        let device = Device::default();
+        let base = LinearConfig::new(4, 3).init(&device);
+        assert!(matches!(
+            LoraLinear::from_linear(base, &LoraConfig::new(4, 8.0)),
+            Err(LoraConfigError::RankTooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! Examples and the backdoor benchmark for rora.
+//!
+//! - [`models`]: small BERT and LLaMA classifiers in burn with `LoraLinear` projections,
+//!   and a loader for HuggingFace BERT checkpoints (MiniLM-L6).
+//! - [`data`]: the built-in synthetic sentiment corpus, TSV/JSONL loaders, tokenizers.
+//! - [`attacks`]: BadNet and AddSent poisoning.
+//! - [`train`]: training and evaluation loops; [`bench`]: the benchmark protocol.
+//! - [`metrics`]: CA and ASR.
+
+pub mod attacks;
+pub mod bench;
+pub mod data;
+pub mod metrics;
+pub mod models;
+pub mod train;

@@ -1,0 +1,55 @@
+//! The benchmark's `--quick` mode runs end to end and writes outputs that parse. It asserts
+//! the shape of the results, never their values (tiny models mean nothing).
+
+use rora_examples::bench::{self, BenchConfig, METHODS};
+
+#[test]
+fn quick_benchmark_writes_parseable_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = BenchConfig::quick();
+    cfg.out = dir.path().to_path_buf();
+    cfg.doc = Some(dir.path().join("RESULTS.md"));
+    let results = bench::run(&cfg).unwrap();
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap()).unwrap();
+    let poisoned = json["poisoned"].as_array().unwrap();
+    assert_eq!(poisoned.len(), cfg.models.len() * cfg.attacks.len());
+    for p in poisoned {
+        for key in ["model", "attack", "seed", "ca", "asr"] {
+            assert!(!p[key].is_null(), "poisoned entry lacks {key}");
+        }
+    }
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), cfg.models.len() * cfg.attacks.len() * cfg.seeds * METHODS.len());
+    for r in runs {
+        assert!(METHODS.contains(&r["method"].as_str().unwrap()));
+        for key in ["ca", "asr"] {
+            let v = r[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} = {v} is not a fraction");
+        }
+        for key in ["model", "attack", "seed"] {
+            assert!(!r[key].is_null());
+        }
+    }
+    assert_eq!(runs.len(), results.runs.len());
+    for file in ["results.md", "RESULTS.md", "spectra.svg", "spectra.png", "ca_asr.svg", "ca_asr.png"] {
+        let meta = std::fs::metadata(dir.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(meta.len() > 0, "{file} is empty");
+    }
+    let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert!(md.contains("| lora |") && md.contains("| rora |"));
+}
+
+#[test]
+fn backdoor_binary_prints_help_and_rejects_bad_flags() {
+    let bin = env!("CARGO_BIN_EXE_backdoor");
+    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--model", "--attack", "--data", "--seeds", "--out", "--quick", "--checkpoint"] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let bad = std::process::Command::new(bin).args(["--model", "gpt"]).output().unwrap();
+    assert!(!bad.status.success());
+}

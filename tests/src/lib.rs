@@ -1,0 +1,124 @@
+//! Shared helpers for rora's cross-crate integration tests: the two-layer MLP of the PEFT
+//! fixtures (as a [`LoraModel`] and with burn's own `Linear`s), fixture loading and the
+//! relative-error measure of the contract.
+
+use std::path::PathBuf;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
+use rora::core::peft::{HostMatrix, TensorFile};
+use rora::{LoraLinear, LoraModel, join_path};
+
+/// `../shared` beside the workspace root.
+pub fn shared_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// The folder of fixture `name` (`peft-mlp` or `peft-mlp-rslora`).
+pub fn fixture_dir(name: &str) -> PathBuf {
+    shared_dir().join("fixtures").join(name)
+}
+
+/// The fixtures' model: `y = fc2(tanh(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// First layer.
+    pub fc1: LoraLinear,
+    /// Second layer.
+    pub fc2: LoraLinear,
+}
+
+impl LoraModel for Mlp {
+    fn map_lora_linears(
+        self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
+    ) -> Self {
+        Mlp {
+            fc1: f(&join_path(prefix, "fc1"), self.fc1),
+            fc2: f(&join_path(prefix, "fc2"), self.fc2),
+        }
+    }
+}
+
+impl Mlp {
+    /// `[batch, in] → [batch, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.fc2.forward(self.fc1.forward(x).tanh())
+    }
+}
+
+/// The same MLP with burn's plain `Linear` (for `apply_lora`).
+#[derive(Module, Debug)]
+pub struct NativeMlp {
+    /// First layer.
+    pub fc1: Linear,
+    /// Second layer.
+    pub fc2: Linear,
+}
+
+impl NativeMlp {
+    /// `[batch, in] → [batch, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.fc2.forward(self.fc1.forward(x).tanh())
+    }
+}
+
+/// A host matrix as a tensor.
+pub fn tensor(m: &HostMatrix, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(m.data.clone(), [m.rows, m.cols]), device)
+}
+
+/// Read `name` from a safetensors file as a tensor of any rank ≤ 2.
+pub fn read_matrix(file: &TensorFile, name: &str, device: &Device) -> Tensor<2> {
+    let t = file.tensor(name).unwrap();
+    let shape = match t.shape.as_slice() {
+        [n] => [1, *n],
+        [r, c] => [*r, *c],
+        other => panic!("{name}: unexpected shape {other:?}"),
+    };
+    Tensor::from_data(TensorData::new(t.data, shape), device)
+}
+
+fn linear_from(file: &TensorFile, name: &str, device: &Device) -> Linear {
+    // PyTorch stores weight [out, in]; burn's Linear wants [in, out].
+    let w = read_matrix(file, &format!("{name}.weight"), device).transpose();
+    let b = read_matrix(file, &format!("{name}.bias"), device);
+    let [_, out] = b.dims();
+    Linear {
+        weight: Param::from_tensor(w),
+        bias: Some(Param::from_tensor(b.reshape([out]))),
+    }
+}
+
+/// The fixture's base model as an [`Mlp`] of plain (adapter-less) `LoraLinear`s.
+pub fn load_mlp(fixture: &str, device: &Device) -> Mlp {
+    let file = TensorFile::open(&fixture_dir(fixture).join("model.safetensors")).unwrap();
+    Mlp {
+        fc1: linear_from(&file, "fc1", device).into(),
+        fc2: linear_from(&file, "fc2", device).into(),
+    }
+}
+
+/// The fixture's base model with burn's `Linear`s.
+pub fn load_native_mlp(fixture: &str, device: &Device) -> NativeMlp {
+    let file = TensorFile::open(&fixture_dir(fixture).join("model.safetensors")).unwrap();
+    NativeMlp {
+        fc1: linear_from(&file, "fc1", device),
+        fc2: linear_from(&file, "fc2", device),
+    }
+}
+
+/// The contract's error measure: `max |got − want| / max |want|`.
+pub fn rel_error(got: Tensor<2>, want: Tensor<2>) -> f64 {
+    let got: Vec<f32> = got.inner().try_into_vec_as::<f32>().unwrap();
+    let want: Vec<f32> = want.inner().try_into_vec_as::<f32>().unwrap();
+    assert_eq!(got.len(), want.len(), "sizes differ");
+    let max_abs = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let max_err = got
+        .iter()
+        .zip(&want)
+        .fold(0f64, |m, (g, w)| m.max((g - w).abs() as f64));
+    max_err / max_abs.max(f64::MIN_POSITIVE)
+}
