@@ -27,7 +27,10 @@ impl Encoded {
     /// Encode `examples`, truncating to `max_len` tokens.
     pub fn new(examples: &[Example], encoder: &TextEncoder, max_len: usize) -> Self {
         Encoded {
-            ids: examples.iter().map(|e| encoder.encode(&e.sentence, max_len)).collect(),
+            ids: examples
+                .iter()
+                .map(|e| encoder.encode(&e.sentence, max_len))
+                .collect(),
             labels: examples.iter().map(|e| e.label).collect(),
         }
     }
@@ -44,8 +47,16 @@ impl Encoded {
 
     /// Tokens `[b, t]`, padding mask `[b, t]` and labels `[b]` for the examples `idx`,
     /// padded to the longest of them.
-    pub fn batch(&self, idx: &[usize], device: &Device) -> (Tensor<2, Int>, Tensor<2>, Tensor<1, Int>) {
-        let t = idx.iter().map(|&i| self.ids[i].len().max(1)).max().unwrap_or(1);
+    pub fn batch(
+        &self,
+        idx: &[usize],
+        device: &Device,
+    ) -> (Tensor<2, Int>, Tensor<2>, Tensor<1, Int>) {
+        let t = idx
+            .iter()
+            .map(|&i| self.ids[i].len().max(1))
+            .max()
+            .unwrap_or(1);
         let mut tokens = vec![0i64; idx.len() * t];
         let mut mask = vec![0f32; idx.len() * t];
         for (row, &i) in idx.iter().enumerate() {
@@ -93,18 +104,31 @@ pub fn lr_at(step: usize, steps: usize, peak: f64) -> f64 {
 /// Train `model` (on an autodiff device) for `settings.steps` steps of cross-entropy, plus
 /// RoRA's penalty when `rora` is given. Shows a progress bar named `label` with the loss
 /// and step rate (hidden when `quiet`).
-pub fn train<M>(model: M, data: &Encoded, settings: &TrainSettings, rora: Option<&Rora>, label: &str, quiet: bool) -> M
+pub fn train<M>(
+    model: M,
+    data: &Encoded,
+    settings: &TrainSettings,
+    rora: Option<&Rora>,
+    label: &str,
+    quiet: bool,
+) -> M
 where
     M: SequenceClassifier,
 {
     let mut model = model.train();
     let device = model.devices()[0].clone();
-    let mut optim = AdamWConfig::new().with_weight_decay(settings.weight_decay as f32).init();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(settings.weight_decay as f32)
+        .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut cursor = order.len();
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(settings.steps as u64) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(settings.steps as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
@@ -147,7 +171,11 @@ pub fn predict<M: SequenceClassifier>(model: &M, data: &Encoded, batch_size: usi
     for chunk in idx.chunks(batch_size.max(1)) {
         let (tokens, mask, _) = data.batch(chunk, &device);
         let pred = model.logits(tokens, mask).argmax(1);
-        let values: Vec<i64> = pred.into_data().convert::<i64>().try_into_vec().expect("argmax ids");
+        let values: Vec<i64> = pred
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec()
+            .expect("argmax ids");
         out.extend(values.into_iter().map(|v| v as usize));
     }
     out

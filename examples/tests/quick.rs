@@ -12,7 +12,8 @@ fn quick_benchmark_writes_parseable_results() {
     let results = bench::run(&cfg).unwrap();
 
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
     let poisoned = json["poisoned"].as_array().unwrap();
     assert_eq!(poisoned.len(), cfg.models.len() * cfg.attacks.len());
     for p in poisoned {
@@ -21,7 +22,10 @@ fn quick_benchmark_writes_parseable_results() {
         }
     }
     let runs = json["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), cfg.models.len() * cfg.attacks.len() * cfg.seeds * METHODS.len());
+    assert_eq!(
+        runs.len(),
+        cfg.models.len() * cfg.attacks.len() * cfg.seeds * METHODS.len()
+    );
     for r in runs {
         assert!(METHODS.contains(&r["method"].as_str().unwrap()));
         for key in ["ca", "asr"] {
@@ -33,8 +37,16 @@ fn quick_benchmark_writes_parseable_results() {
         }
     }
     assert_eq!(runs.len(), results.runs.len());
-    for file in ["results.md", "RESULTS.md", "spectra.svg", "spectra.png", "ca_asr.svg", "ca_asr.png"] {
-        let meta = std::fs::metadata(dir.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    for file in [
+        "results.md",
+        "RESULTS.md",
+        "spectra.svg",
+        "spectra.png",
+        "ca_asr.svg",
+        "ca_asr.png",
+    ] {
+        let meta =
+            std::fs::metadata(dir.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(meta.len() > 0, "{file} is empty");
     }
     let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
@@ -44,12 +56,26 @@ fn quick_benchmark_writes_parseable_results() {
 #[test]
 fn backdoor_binary_prints_help_and_rejects_bad_flags() {
     let bin = env!("CARGO_BIN_EXE_backdoor");
-    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--model", "--attack", "--data", "--seeds", "--out", "--quick", "--checkpoint"] {
+    for flag in [
+        "--model",
+        "--attack",
+        "--data",
+        "--seeds",
+        "--out",
+        "--quick",
+        "--checkpoint",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
-    let bad = std::process::Command::new(bin).args(["--model", "gpt"]).output().unwrap();
+    let bad = std::process::Command::new(bin)
+        .args(["--model", "gpt"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
 }

@@ -3,7 +3,7 @@
 
 use burn::module::Lora;
 use burn::tensor::Device;
-use rora::core::peft::{PeftAdapter, TensorFile, WEIGHTS_FILE, CONFIG_FILE};
+use rora::core::peft::{CONFIG_FILE, PeftAdapter, TensorFile, WEIGHTS_FILE};
 use rora::core::{AdapterOptions, Targets, apply_lora_targets};
 use rora::{attach_adapter, load_adapter, save_adapter};
 use rora_tests::{fixture_dir, load_mlp, load_native_mlp, read_matrix, rel_error};
@@ -35,7 +35,10 @@ fn loaded_adapter_reproduces_y_adapted_and_y_merged() {
         let adapter = PeftAdapter::read(&fixture_dir(name).join("adapter")).unwrap();
         let mlp = attach_adapter(load_mlp(name, &device), &adapter).unwrap();
         let x = read_matrix(&io, "x", &device);
-        let err = rel_error(mlp.forward(x.clone()), read_matrix(&io, "y_adapted", &device));
+        let err = rel_error(
+            mlp.forward(x.clone()),
+            read_matrix(&io, "y_adapted", &device),
+        );
         assert!(err < TOL, "{name}: y_adapted rel error {err}");
 
         let merged = rora_tests::Mlp {
@@ -96,7 +99,11 @@ fn saved_adapter_has_peft_keys_shapes_and_values() {
         let theirs = TensorFile::open(&fixture.join(WEIGHTS_FILE)).unwrap();
         assert_eq!(ours.names(), theirs.names(), "{name}");
         for key in theirs.names() {
-            assert_eq!(ours.info(key).unwrap(), theirs.info(key).unwrap(), "{name}: {key}");
+            assert_eq!(
+                ours.info(key).unwrap(),
+                theirs.info(key).unwrap(),
+                "{name}: {key}"
+            );
         }
         // Same values, and the same scale per layer.
         let again = PeftAdapter::read(dir.path()).unwrap();
@@ -138,5 +145,9 @@ fn adapter_with_wrong_shape_is_named() {
     // peft-mlp-rslora's fc2 factors ([8,20], [6,8]) do not fit peft-mlp's fc2 (32→8).
     let adapter = PeftAdapter::read(&fixture_dir("peft-mlp-rslora").join("adapter")).unwrap();
     let err = attach_adapter(load_mlp("peft-mlp", &device), &adapter).unwrap_err();
-    assert!(err.to_string().contains("base_model.model.fc2.lora_A.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("base_model.model.fc2.lora_A.weight"),
+        "{err}"
+    );
 }

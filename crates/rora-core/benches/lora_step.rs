@@ -23,7 +23,8 @@ fn step(c: &mut Criterion) {
     let mut group = c.benchmark_group("lora_step");
     group.sample_size(20);
     for (d_in, d_out) in [(768, 768), (768, 3072)] {
-        let x = Tensor::<2>::random([TOKENS, d_in], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let x = Tensor::<2>::random([TOKENS, d_in], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
         let frozen = LinearConfig::new(d_in, d_out).init(&device).no_grad();
         group.bench_function(format!("frozen_linear/{d_in}x{d_out}"), |b| {
             b.iter(|| {
@@ -32,7 +33,11 @@ fn step(c: &mut Criterion) {
                 std::hint::black_box(x.grad(&g));
             })
         });
-        let lora = LoraLinear::from_linear(LinearConfig::new(d_in, d_out).init(&device), &LoraConfig::new(RANK, 16.0)).unwrap();
+        let lora = LoraLinear::from_linear(
+            LinearConfig::new(d_in, d_out).init(&device),
+            &LoraConfig::new(RANK, 16.0),
+        )
+        .unwrap();
         group.bench_function(format!("lora_linear/{d_in}x{d_out}"), |b| {
             b.iter(|| {
                 let y = lora.forward(x.clone());
@@ -40,7 +45,10 @@ fn step(c: &mut Criterion) {
                 std::hint::black_box(x.grad(&g));
             })
         });
-        let native = Native { linear: LinearConfig::new(d_in, d_out).init(&device) }.apply_lora(Lora::new(RANK, 16.0));
+        let native = Native {
+            linear: LinearConfig::new(d_in, d_out).init(&device),
+        }
+        .apply_lora(Lora::new(RANK, 16.0));
         group.bench_function(format!("burn_apply_lora/{d_in}x{d_out}"), |b| {
             b.iter(|| {
                 let y = native.linear.forward(x.clone());

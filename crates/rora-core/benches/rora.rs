@@ -25,7 +25,9 @@ struct One {
 
 impl LoraModel for One {
     fn map_lora_linears(self, p: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
-        One { query: f(&join_path(p, "query"), self.query) }
+        One {
+            query: f(&join_path(p, "query"), self.query),
+        }
     }
 }
 
@@ -33,10 +35,16 @@ fn train_step(c: &mut Criterion) {
     let device = Device::default().autodiff();
     let mut group = c.benchmark_group("rora_step");
     group.sample_size(20);
-    let x = Tensor::<2>::random([4096, 768], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let x =
+        Tensor::<2>::random([4096, 768], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let base = LinearConfig::new(768, 768).init(&device);
-    let plain = One { query: LoraLinear::from_linear(base.clone(), &LoraConfig::new(8, 16.0)).unwrap() };
-    let cl = One { query: LoraLinear::from_linear(base, &LoraConfig::new(8, 16.0).with_base_dropout(0.1)).unwrap() };
+    let plain = One {
+        query: LoraLinear::from_linear(base.clone(), &LoraConfig::new(8, 16.0)).unwrap(),
+    };
+    let cl = One {
+        query: LoraLinear::from_linear(base, &LoraConfig::new(8, 16.0).with_base_dropout(0.1))
+            .unwrap(),
+    };
     let rora = Rora::prepare(&cl, RoraConfig::new().with_top_k(8).with_lambda(1.0)).unwrap();
     group.bench_function("plain_lora/768x768", |b| {
         b.iter(|| {
@@ -95,18 +103,29 @@ fn rescale(c: &mut Criterion) {
     let config = RoraConfig::new()
         .with_top_k(8)
         .with_base_dropout(0.0)
-        .with_rescale_layers(RescaleLayers::new().with_patterns(vec!["re:.*".into()]).with_last_blocks(None));
+        .with_rescale_layers(
+            RescaleLayers::new()
+                .with_patterns(vec!["re:.*".into()])
+                .with_last_blocks(None),
+        );
     let rora = Rora::prepare(&block, config).unwrap();
     group.bench_function("one_block_7_layers", |b| {
         b.iter(|| std::hint::black_box(rora.rescale(block.clone()).unwrap()))
     });
     // All 32 blocks at the factor level (host math of Pt for 224 layers).
     let factors: Vec<(DMatrix<f64>, DMatrix<f64>)> = (0..32)
-        .flat_map(|blk| SHAPES.iter().enumerate().map(move |(i, &(d_in, d_out))| (blk, i, d_in, d_out)))
+        .flat_map(|blk| {
+            SHAPES
+                .iter()
+                .enumerate()
+                .map(move |(i, &(d_in, d_out))| (blk, i, d_in, d_out))
+        })
         .map(|(blk, i, d_in, d_out)| {
             let seed = (blk * 7 + i) as f64;
             (
-                DMatrix::from_fn(d_out, R, |r, c| ((r * 13 + c * 7) as f64 + seed).sin() * 0.01),
+                DMatrix::from_fn(d_out, R, |r, c| {
+                    ((r * 13 + c * 7) as f64 + seed).sin() * 0.01
+                }),
                 DMatrix::from_fn(R, d_in, |r, c| ((r * 5 + c * 3) as f64 + seed).cos() * 0.01),
             )
         })

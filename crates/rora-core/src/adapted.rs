@@ -141,18 +141,17 @@ impl Collector {
                     join(prefix, "lora.b"),
                 ),
                 AdapterKind::BurnNative => (
-                    prefix
-                        .strip_suffix(".weight")
-                        .unwrap_or(prefix)
-                        .to_string(),
+                    prefix.strip_suffix(".weight").unwrap_or(prefix).to_string(),
                     prefix.clone(),
                     join(prefix, "lora.a"),
                     join(prefix, "lora.b"),
                 ),
             };
-            let (Some(w), Some(a), Some(b)) =
-                (self.find(&weight_path), self.find(&a_path), self.find(&b_path))
-            else {
+            let (Some(w), Some(a), Some(b)) = (
+                self.find(&weight_path),
+                self.find(&a_path),
+                self.find(&b_path),
+            ) else {
                 continue;
             };
             let (a_t, b_t, scale) = match kind {
@@ -218,12 +217,18 @@ impl ModuleVisitor for Collector {
         let path = self.path.join(".");
         match D {
             2 => {
-                let t = param.val();
-                let dims = t.dims();
-                let t: Tensor<2> = t.reshape([dims[0], dims[1]]);
+                // The parameter's own tensor (same autodiff node, so gradients of anything
+                // built from it reach the parameter and `grad` finds them): D is 2 here, so the
+                // downcast cannot fail.
+                let any: Box<dyn std::any::Any> = Box::new(param.val());
+                let t = *any.downcast::<Tensor<2>>().expect("a rank-2 parameter");
                 self.matrices.push((path, param.id, t));
             }
-            1 if self.containers.last().is_some_and(|c| c == "Struct:LoraFactors") => {
+            1 if self
+                .containers
+                .last()
+                .is_some_and(|c| c == "Struct:LoraFactors") =>
+            {
                 let v = param
                     .val()
                     .inner()

@@ -140,14 +140,25 @@ pub fn apply_adapter<M: Module>(
     }
     let mut values = HashMap::new();
     for layer in &layers {
-        let factors = adapter
-            .layers
-            .get(&layer.path)
-            .ok_or_else(|| AdapterError::MissingLayer {
-                path: layer.path.clone(),
-            })?;
-        check_shape(&layer.path, Factor::A, &factors.a, [layer.rank(), layer.d_in()])?;
-        check_shape(&layer.path, Factor::B, &factors.b, [layer.d_out(), layer.rank()])?;
+        let factors =
+            adapter
+                .layers
+                .get(&layer.path)
+                .ok_or_else(|| AdapterError::MissingLayer {
+                    path: layer.path.clone(),
+                })?;
+        check_shape(
+            &layer.path,
+            Factor::A,
+            &factors.a,
+            [layer.rank(), layer.d_in()],
+        )?;
+        check_shape(
+            &layer.path,
+            Factor::B,
+            &factors.b,
+            [layer.d_out(), layer.rank()],
+        )?;
         let device = layer.base.device();
         let file_scale = adapter.scale_for(&layer.path);
         let a = host_to_tensor(&factors.a, &device);

@@ -95,7 +95,10 @@ impl LoraConfig {
         if !self.alpha.is_finite() || self.alpha <= 0.0 {
             return Err(LoraConfigError::InvalidAlpha(self.alpha));
         }
-        for (which, value) in [("dropout", self.dropout), ("base_dropout", self.base_dropout)] {
+        for (which, value) in [
+            ("dropout", self.dropout),
+            ("base_dropout", self.base_dropout),
+        ] {
             if !value.is_finite() || !(0.0..1.0).contains(&value) {
                 return Err(LoraConfigError::InvalidDropout { which, value });
             }
@@ -128,10 +131,17 @@ mod tests {
     fn each_bad_setting_has_its_error() {
         let ok = LoraConfig::new(4, 8.0);
         assert_eq!(ok.validate(16, 8), Ok(()));
-        assert_eq!(LoraConfig::new(0, 8.0).validate(16, 8), Err(LoraConfigError::ZeroRank));
+        assert_eq!(
+            LoraConfig::new(0, 8.0).validate(16, 8),
+            Err(LoraConfigError::ZeroRank)
+        );
         assert!(matches!(
             LoraConfig::new(9, 8.0).validate(16, 8),
-            Err(LoraConfigError::RankTooLarge { rank: 9, max: 8, .. })
+            Err(LoraConfigError::RankTooLarge {
+                rank: 9,
+                max: 8,
+                ..
+            })
         ));
         for alpha in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(matches!(
@@ -142,11 +152,17 @@ mod tests {
         for p in [-0.1, 1.0, f64::NAN] {
             assert!(matches!(
                 ok.clone().with_dropout(p).validate(16, 8),
-                Err(LoraConfigError::InvalidDropout { which: "dropout", .. })
+                Err(LoraConfigError::InvalidDropout {
+                    which: "dropout",
+                    ..
+                })
             ));
             assert!(matches!(
                 ok.clone().with_base_dropout(p).validate(16, 8),
-                Err(LoraConfigError::InvalidDropout { which: "base_dropout", .. })
+                Err(LoraConfigError::InvalidDropout {
+                    which: "base_dropout",
+                    ..
+                })
             ));
         }
     }
@@ -159,7 +175,9 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_json() {
-        let c = LoraConfig::new(8, 16.0).with_init(LoraInit::Pissa).with_base_dropout(0.1);
+        let c = LoraConfig::new(8, 16.0)
+            .with_init(LoraInit::Pissa)
+            .with_base_dropout(0.1);
         let json = serde_json::to_string(&c).unwrap();
         let back: LoraConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(c, back);

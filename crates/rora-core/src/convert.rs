@@ -34,7 +34,10 @@ pub fn dmatrix_to_tensor(m: &DMatrix<f64>, device: &Device) -> Tensor<2> {
 
 /// Replace a parameter's value, keeping its [`ParamId`](burn::module::ParamId) (so optimizer
 /// state stays attached), its `require_grad` setting and its autodiff association.
-pub fn replace_param<const D: usize>(param: Param<Tensor<D>>, value: Tensor<D>) -> Param<Tensor<D>> {
+pub fn replace_param<const D: usize>(
+    param: Param<Tensor<D>>,
+    value: Tensor<D>,
+) -> Param<Tensor<D>> {
     let require_grad = param.is_require_grad();
     param.map(move |old| {
         let value = value.inner();

@@ -126,7 +126,7 @@ pub fn apply_lora_targets<M: Module>(
     targets: &Targets,
     lora: Lora,
 ) -> Result<M, TargetError> {
-    let group = ParamGroup::from_regex(&targets.weight_param_regex()).map_err(|e| {
+    let group = ParamGroup::from_regex(targets.weight_param_regex()).map_err(|e| {
         TargetError::InvalidRegex {
             pattern: targets.weight_param_regex(),
             message: format!("{e:?}"),

@@ -60,7 +60,9 @@ pub use adapter_io::{
     AdapterOptions, adapter_from_model, apply_adapter, attach_adapter, load_adapter, save_adapter,
 };
 pub use config::{LoraConfig, LoraConfigError, LoraInit};
-pub use inject::{InjectError, LoraModel, apply_lora_targets, inject_lora, join_path, lora_linear_paths};
+pub use inject::{
+    InjectError, LoraModel, apply_lora_targets, inject_lora, join_path, lora_linear_paths,
+};
 pub use linear::{LoraFactors, LoraLinear};
 pub use peft::{AdapterError, PeftAdapter};
 pub use replace::replace_params;

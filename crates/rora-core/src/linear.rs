@@ -135,7 +135,11 @@ impl LoraLinear {
                 )
             }
             LoraInit::Gaussian => (
-                Tensor::<2>::random([r, d_in], Distribution::Normal(0.0, 1.0 / r as f64), &device),
+                Tensor::<2>::random(
+                    [r, d_in],
+                    Distribution::Normal(0.0, 1.0 / r as f64),
+                    &device,
+                ),
                 Tensor::<2>::zeros([d_out, r], &device),
             ),
             LoraInit::Pissa => {
@@ -178,14 +182,25 @@ impl LoraLinear {
         let [d_in, d_out] = self.weight.shape().dims::<2>();
         let [r, a_in] = a.dims();
         let [b_out, b_r] = b.dims();
-        assert!(a_in == d_in && b_out == d_out && b_r == r, "LoRA factor shapes");
+        assert!(
+            a_in == d_in && b_out == d_out && b_r == r,
+            "LoRA factor shapes"
+        );
         self = self.unmerge();
         let device = self.weight.device();
+        // Factors follow the layer onto (or off) the autodiff device, so they train.
+        let align = |t: Tensor<2>| {
+            if device.is_autodiff() {
+                t.inner().autodiff()
+            } else {
+                t.inner()
+            }
+        };
         self.weight = self.weight.set_require_grad(false);
         self.bias = self.bias.map(|b| b.set_require_grad(false));
         self.lora = Some(LoraFactors {
-            a: Param::from_tensor(a),
-            b: Param::from_tensor(b),
+            a: Param::from_tensor(align(a)),
+            b: Param::from_tensor(align(b)),
             scale: Param::from_tensor(Tensor::<1>::from_floats([scale as f32], &device))
                 .set_require_grad(false),
         });
@@ -297,9 +312,9 @@ impl LoraLinear {
         let bias = self.bias.as_ref().map(|b| b.val());
         match &self.lora {
             Some(lora) if self.enabled && !self.merged => {
-                let base = self
-                    .base_dropout
-                    .forward(linear(input.clone(), self.weight.val(), bias));
+                let base =
+                    self.base_dropout
+                        .forward(linear(input.clone(), self.weight.val(), bias));
                 let x = self.dropout.forward(input);
                 let h = linear(x, lora.a.val().transpose(), None);
                 let h = h.mul(lora.scale.val().reshape([1; D]));
@@ -325,7 +340,8 @@ mod tests {
         let device = Device::default();
         device.seed(7);
         let base = LinearConfig::new(12, 6).init(&device);
-        let mut l = LoraLinear::from_linear(base, &LoraConfig::new(3, 6.0).with_init(init)).unwrap();
+        let mut l =
+            LoraLinear::from_linear(base, &LoraConfig::new(3, 6.0).with_init(init)).unwrap();
         // Give B non-zero values so the update is not trivially zero.
         if let Some(lora) = l.lora.take() {
             let b = Tensor::<2>::random([6, 3], Distribution::Normal(0.0, 1.0), &device);

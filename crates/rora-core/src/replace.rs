@@ -12,10 +12,7 @@ use crate::convert::replace_param;
 /// visitor names them, e.g. `layers.0.query.lora.a`). Values are given as 2-D tensors and
 /// reshaped to the parameter's rank (a scalar parameter `[1]` takes a `[1, 1]` value).
 /// Returns the module and the paths that were found.
-pub fn replace_params<M: Module>(
-    model: M,
-    values: HashMap<String, Tensor<2>>,
-) -> (M, Vec<String>) {
+pub fn replace_params<M: Module>(model: M, values: HashMap<String, Tensor<2>>) -> (M, Vec<String>) {
     let mut mapper = Replacer {
         path: Vec::new(),
         values,

@@ -6,7 +6,8 @@ use burn::tensor::Tensor;
 /// Trainable and total parameter counts of a module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParamSummary {
-    /// Parameters that receive gradients.
+    /// Parameters that receive gradients (on an autodiff device; 0 on a plain one, where
+    /// nothing is trainable).
     pub trainable: usize,
     /// All float parameters.
     pub total: usize,
@@ -52,7 +53,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

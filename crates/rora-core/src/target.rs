@@ -232,8 +232,20 @@ mod tests {
     fn weight_regex_selects_the_same_layers() {
         let t = Targets::parse(&["query", r"re:.*\.out", "=a.b"]).unwrap();
         let re = Regex::new(&t.weight_param_regex()).unwrap();
-        for path in ["x.query", "query", "layers.0.out", "a.b", "a.bb", "x.query2", "c.a.b"] {
-            assert_eq!(re.is_match(&format!("{path}.weight")), t.matches(path), "{path}");
+        for path in [
+            "x.query",
+            "query",
+            "layers.0.out",
+            "a.b",
+            "a.bb",
+            "x.query2",
+            "c.a.b",
+        ] {
+            assert_eq!(
+                re.is_match(&format!("{path}.weight")),
+                t.matches(path),
+                "{path}"
+            );
         }
     }
 }

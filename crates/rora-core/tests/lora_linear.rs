@@ -96,14 +96,26 @@ fn one_adamw_step_changes_only_the_adapter() {
     let layer = optim.step(1e-2, layer, grads);
 
     assert_eq!(layer.weight.val().into_data(), w0, "W0 bit-identical");
-    assert_eq!(layer.bias.as_ref().unwrap().val().into_data(), bias, "bias bit-identical");
-    assert_ne!(layer.lora.as_ref().unwrap().a.val().into_data(), a0, "A changed");
-    assert_ne!(layer.lora.as_ref().unwrap().b.val().into_data(), b0, "B changed");
+    assert_eq!(
+        layer.bias.as_ref().unwrap().val().into_data(),
+        bias,
+        "bias bit-identical"
+    );
+    assert_ne!(
+        layer.lora.as_ref().unwrap().a.val().into_data(),
+        a0,
+        "A changed"
+    );
+    assert_ne!(
+        layer.lora.as_ref().unwrap().b.val().into_data(),
+        b0,
+        "B changed"
+    );
 }
 
 #[test]
 fn plain_layer_matches_burn_linear_and_stays_trainable() {
-    let device = Device::default();
+    let device = Device::default().autodiff();
     let base = LinearConfig::new(5, 3).init(&device);
     let x = random([2, 5], &device);
     let want = base.forward(x.clone());
@@ -115,13 +127,21 @@ fn plain_layer_matches_burn_linear_and_stays_trainable() {
 
 #[test]
 fn summary_counts_trainable_adapter_params() {
-    let device = Device::default();
-    let layer = LoraLinear::from_linear(LinearConfig::new(16, 8).init(&device), &LoraConfig::new(4, 8.0)).unwrap();
+    // require_grad is only meaningful on an autodiff device.
+    let device = Device::default().autodiff();
+    let layer = LoraLinear::from_linear(
+        LinearConfig::new(16, 8).init(&device),
+        &LoraConfig::new(4, 8.0),
+    )
+    .unwrap();
     let s = rora_core::ParamSummary::of(&layer);
     assert_eq!(s.trainable, 4 * (16 + 8));
     // weight, bias, A, B and the one-element scale.
     assert_eq!(s.total, 16 * 8 + 8 + 4 * 24 + 1);
-    assert!(s.to_string().starts_with("trainable params: 96 || all params: 233"));
+    assert!(
+        s.to_string()
+            .starts_with("trainable params: 96 || all params: 233")
+    );
 }
 
 #[test]

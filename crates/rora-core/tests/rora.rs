@@ -7,8 +7,8 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use nalgebra::DMatrix;
 use rora_core::rora::{RescaleLayers, RescaleTarget, Rora, RoraConfig, omega};
 use rora_core::{
-    AdapterOptions, LoraConfig, LoraLinear, LoraModel, Targets, adapted_layers, apply_adapter,
-    apply_lora_targets, adapter_from_model, convert, join_path,
+    AdapterOptions, LoraConfig, LoraLinear, LoraModel, Targets, adapted_layers, adapter_from_model,
+    apply_adapter, apply_lora_targets, convert, join_path,
 };
 
 #[derive(Module, Debug)]
@@ -24,7 +24,11 @@ struct Net {
 }
 
 impl LoraModel for Net {
-    fn map_lora_linears(self, prefix: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
+    fn map_lora_linears(
+        self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
+    ) -> Self {
         let blocks = self
             .blocks
             .into_iter()
@@ -47,14 +51,20 @@ impl Net {
         let lin = || LoraLinear::from(LinearConfig::new(d, d).init(device));
         Net {
             blocks: (0..blocks)
-                .map(|_| Block { query: lin(), value: lin(), ffn: lin() })
+                .map(|_| Block {
+                    query: lin(),
+                    value: lin(),
+                    ffn: lin(),
+                })
                 .collect(),
         }
     }
 
     fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         for b in &self.blocks {
-            x = b.ffn.forward(b.query.forward(x.clone()).tanh() + b.value.forward(x));
+            x = b
+                .ffn
+                .forward(b.query.forward(x.clone()).tanh() + b.value.forward(x));
         }
         x
     }
@@ -69,7 +79,14 @@ fn trained_net(blocks: usize, d: usize, r: usize, device: &Device) -> Net {
         true => {
             let (a, b) = {
                 let f = l.lora.as_ref().unwrap();
-                (f.a.val().inner(), Tensor::random(f.b.shape().dims::<2>(), Distribution::Normal(0.0, 0.3), device))
+                (
+                    f.a.val().inner(),
+                    Tensor::random(
+                        f.b.shape().dims::<2>(),
+                        Distribution::Normal(0.0, 0.3),
+                        device,
+                    ),
+                )
             };
             let s = l.scale().unwrap();
             l.with_factors(a, b, s)
@@ -79,7 +96,9 @@ fn trained_net(blocks: usize, d: usize, r: usize, device: &Device) -> Net {
 }
 
 fn orthonormal(rows: usize, cols: usize, seed: u64) -> DMatrix<f64> {
-    let m = DMatrix::<f64>::from_fn(rows, cols, |i, j| ((i * 31 + j * 17 + seed as usize * 7) as f64 * 0.7).sin());
+    let m = DMatrix::<f64>::from_fn(rows, cols, |i, j| {
+        ((i * 31 + j * 17 + seed as usize * 7) as f64 * 0.7).sin()
+    });
     m.qr().q().columns(0, cols).into_owned()
 }
 
@@ -103,13 +122,23 @@ fn omega_gradient_matches_central_differences() {
 
     let a = to_tensor(&a0, &device).require_grad();
     let b = to_tensor(&b0, &device).require_grad();
-    let value = omega(to_tensor(&uk, &device), to_tensor(&vk, &device), a.clone(), b.clone());
+    let value = omega(
+        to_tensor(&uk, &device),
+        to_tensor(&vk, &device),
+        a.clone(),
+        b.clone(),
+    );
     let grads = value.backward();
     let ga = convert::tensor_to_dmatrix(a.grad(&grads).unwrap());
     let gb = convert::tensor_to_dmatrix(b.grad(&grads).unwrap());
 
     let f = |a: &DMatrix<f64>, b: &DMatrix<f64>| {
-        scalar(omega(to_tensor(&uk, &plain), to_tensor(&vk, &plain), to_tensor(a, &plain), to_tensor(b, &plain)))
+        scalar(omega(
+            to_tensor(&uk, &plain),
+            to_tensor(&vk, &plain),
+            to_tensor(a, &plain),
+            to_tensor(b, &plain),
+        ))
     };
     let eps = 1e-2;
     for i in 0..r {
@@ -144,14 +173,28 @@ fn omega_vanishes_off_the_top_subspaces_and_is_weight_decay_at_full_rank() {
     let eye = DMatrix::<f64>::identity(d, d);
     let a_perp = &a * (&eye - &vk * vk.transpose());
     let b_perp = (&eye - &uk * uk.transpose()) * &b;
-    let zero = scalar(omega(to_tensor(&uk, &device), to_tensor(&vk, &device), to_tensor(&a_perp, &device), to_tensor(&b_perp, &device)));
+    let zero = scalar(omega(
+        to_tensor(&uk, &device),
+        to_tensor(&vk, &device),
+        to_tensor(&a_perp, &device),
+        to_tensor(&b_perp, &device),
+    ));
     approx::assert_abs_diff_eq!(zero, 0.0, epsilon = 1e-5);
 
     // k = full rank on a square layer: Ω = ‖B‖F² + ‖A‖F².
     let full_u = orthonormal(d, d, 5);
     let full_v = orthonormal(d, d, 6);
-    let decay = scalar(omega(to_tensor(&full_u, &device), to_tensor(&full_v, &device), to_tensor(&a, &device), to_tensor(&b, &device)));
-    approx::assert_relative_eq!(decay, b.norm_squared() + a.norm_squared(), max_relative = 1e-5);
+    let decay = scalar(omega(
+        to_tensor(&full_u, &device),
+        to_tensor(&full_v, &device),
+        to_tensor(&a, &device),
+        to_tensor(&b, &device),
+    ));
+    approx::assert_relative_eq!(
+        decay,
+        b.norm_squared() + a.norm_squared(),
+        max_relative = 1e-5
+    );
 }
 
 #[test]
@@ -163,8 +206,15 @@ fn prepare_rejects_full_rank_k_and_cl_on_native_adapters() {
 
     let native = LinearConfig::new(6, 6).init(&device);
     #[derive(Module, Debug)]
-    struct One { query: Linear }
-    let one = apply_lora_targets(One { query: native }, &Targets::parse(&["query"]).unwrap(), Lora::new(2, 4.0)).unwrap();
+    struct One {
+        query: Linear,
+    }
+    let one = apply_lora_targets(
+        One { query: native },
+        &Targets::parse(&["query"]).unwrap(),
+        Lora::new(2, 4.0),
+    )
+    .unwrap();
     let err = Rora::prepare(&one, RoraConfig::new().with_top_k(2)).unwrap_err();
     assert!(err.to_string().contains("only LoraLinear"), "{err}");
     assert!(Rora::prepare(&one, RoraConfig::new().with_top_k(2).with_base_dropout(0.0)).is_ok());
@@ -191,20 +241,37 @@ fn rescaling_hits_the_target_and_keeps_subspaces_and_other_layers() {
         let (d0, d1) = (dense(b), dense(a));
         if selected.contains(&b.path.as_str()) {
             let w0 = b.base_matrix();
-            let ratio = d1.clone().svd(false, false).singular_values[0] / w0.svd(false, false).singular_values[0];
+            let ratio = d1.clone().svd(false, false).singular_values[0]
+                / w0.svd(false, false).singular_values[0];
             approx::assert_abs_diff_eq!(ratio, 1.0, epsilon = 1e-4);
             assert_eq!(a.rank(), b.rank());
             // Same singular subspaces: ΔW' is a positive multiple of ΔW.
             let c = d1.norm() / d0.norm();
             assert!((&d1 - &d0 * c).norm() <= 1e-4 * d1.norm(), "{}", b.path);
         } else {
-            assert_eq!(a.a.clone().into_data(), b.a.clone().into_data(), "{} A bit-identical", b.path);
-            assert_eq!(a.b.clone().into_data(), b.b.clone().into_data(), "{} B bit-identical", b.path);
+            assert_eq!(
+                a.a.clone().into_data(),
+                b.a.clone().into_data(),
+                "{} A bit-identical",
+                b.path
+            );
+            assert_eq!(
+                a.b.clone().into_data(),
+                b.b.clone().into_data(),
+                "{} B bit-identical",
+                b.path
+            );
         }
     }
     // Other targets.
-    let (_, r2) = rora.rescale_with(net.clone(), RescaleTarget::Ratio(0.5)).unwrap();
-    assert!(r2.layers.iter().all(|l| (l.ratio_after() - 0.5).abs() < 1e-9));
+    let (_, r2) = rora
+        .rescale_with(net.clone(), RescaleTarget::Ratio(0.5))
+        .unwrap();
+    assert!(
+        r2.layers
+            .iter()
+            .all(|l| (l.ratio_after() - 0.5).abs() < 1e-9)
+    );
     let (_, r3) = rora.rescale_with(net, RescaleTarget::Factor(3.0)).unwrap();
     assert!(r3.layers.iter().all(|l| (l.factor - 3.0).abs() < 1e-12));
 }
@@ -214,7 +281,8 @@ fn base_dropout_is_off_in_evaluation_and_unbiased_in_training() {
     let device = Device::default().autodiff();
     device.seed(5);
     let base = LinearConfig::new(4, 3).init(&device);
-    let layer = LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0).with_base_dropout(0.25)).unwrap();
+    let layer =
+        LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0).with_base_dropout(0.25)).unwrap();
     let row = Tensor::<2>::from_floats([[0.5, -1.0, 2.0, 0.25]], &device);
     let x = row.clone().repeat_dim(0, 20_000);
     let expected = layer.valid().forward(row.inner());
@@ -222,15 +290,20 @@ fn base_dropout_is_off_in_evaluation_and_unbiased_in_training() {
     // Evaluation (no autodiff): deterministic, equal to the base layer (B = 0).
     let eval = layer.valid();
     let x_eval = x.clone().inner();
-    assert_eq!(eval.forward(x_eval.clone()).into_data(), eval.forward(x_eval).into_data());
+    assert_eq!(
+        eval.forward(x_eval.clone()).into_data(),
+        eval.forward(x_eval).into_data()
+    );
 
     // Training: a quarter of the base outputs are dropped, the rest scaled by 1/0.75;
     // the mean over many rows is the undropped output.
     let y = layer.forward(x).inner();
-    let zeros = y.clone().equal_elem(0.0).int().sum().into_scalar::<i64>() as f64 / (20_000.0 * 3.0);
+    let zeros =
+        y.clone().equal_elem(0.0).int().sum().into_scalar::<i64>() as f64 / (20_000.0 * 3.0);
     approx::assert_abs_diff_eq!(zeros, 0.25, epsilon = 0.01);
     let mean = y.mean_dim(0);
-    let rel = (mean - expected.clone()).abs().max().into_scalar::<f32>() / expected.abs().max().into_scalar::<f32>();
+    let rel = (mean - expected.clone()).abs().max().into_scalar::<f32>()
+        / expected.abs().max().into_scalar::<f32>();
     assert!(rel < 0.03, "mean off by {rel}");
 }
 
@@ -247,8 +320,15 @@ struct OwnNet {
 }
 
 impl LoraModel for OwnNet {
-    fn map_lora_linears(self, prefix: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
-        OwnNet { query: f(&join_path(prefix, "query"), self.query), value: f(&join_path(prefix, "value"), self.value) }
+    fn map_lora_linears(
+        self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
+    ) -> Self {
+        OwnNet {
+            query: f(&join_path(prefix, "query"), self.query),
+            value: f(&join_path(prefix, "value"), self.value),
+        }
     }
 }
 
@@ -259,10 +339,18 @@ fn the_same_rora_works_on_lora_linear_and_apply_lora_models() {
     let (d, r) = (10, 2);
     let q = LinearConfig::new(d, d).init(&device);
     let v = LinearConfig::new(d, d).init(&device);
-    let own = OwnNet { query: LoraLinear::from(q.clone()), value: LoraLinear::from(v.clone()) };
+    let own = OwnNet {
+        query: LoraLinear::from(q.clone()),
+        value: LoraLinear::from(v.clone()),
+    };
     let own = trained_own(own, r, &device);
     let lora = Lora::new(r, 2.0 * r as f64);
-    let native = apply_lora_targets(NativeNet { query: q, value: v }, &Targets::parse(&["query", "value"]).unwrap(), lora.clone()).unwrap();
+    let native = apply_lora_targets(
+        NativeNet { query: q, value: v },
+        &Targets::parse(&["query", "value"]).unwrap(),
+        lora.clone(),
+    )
+    .unwrap();
     // Same factors in both.
     let options = AdapterOptions::native(&lora);
     let adapter = adapter_from_model(&own, &AdapterOptions::default()).unwrap();
@@ -275,9 +363,17 @@ fn the_same_rora_works_on_lora_linear_and_apply_lora_models() {
         .with_rescale_layers(RescaleLayers::new().with_last_blocks(None));
     let rora_own = Rora::prepare(&own, config.clone()).unwrap();
     let rora_native = Rora::prepare(&native, config).unwrap();
-    approx::assert_relative_eq!(scalar(rora_own.penalty(&own)), scalar(rora_native.penalty(&native)), max_relative = 1e-5);
+    approx::assert_relative_eq!(
+        scalar(rora_own.penalty(&own)),
+        scalar(rora_native.penalty(&native)),
+        max_relative = 1e-5
+    );
     // One prepared value serves both models (the caches depend only on W0 and paths).
-    approx::assert_relative_eq!(scalar(rora_own.penalty(&native)), scalar(rora_own.penalty(&own)), max_relative = 1e-5);
+    approx::assert_relative_eq!(
+        scalar(rora_own.penalty(&native)),
+        scalar(rora_own.penalty(&own)),
+        max_relative = 1e-5
+    );
 
     let (own2, rep_own) = rora_own.rescale(own).unwrap();
     let (native2, rep_native) = rora_own.rescale(native).unwrap();
@@ -288,10 +384,17 @@ fn the_same_rora_works_on_lora_linear_and_apply_lora_models() {
     let y_own = own2.value.forward(own2.query.forward(x.clone()));
     let y_native = native2.value.forward(native2.query.forward(x));
     let diff = (y_own.clone() - y_native).abs().max().into_scalar::<f32>();
-    assert!(diff <= 1e-4 * (1.0 + y_own.abs().max().into_scalar::<f32>()), "{diff}");
+    assert!(
+        diff <= 1e-4 * (1.0 + y_own.abs().max().into_scalar::<f32>()),
+        "{diff}"
+    );
     let reports = rora_own.report(&own2).unwrap();
     assert_eq!(reports.len(), 2);
-    assert!(reports.iter().all(|r| (r.strength_ratio - 1.0).abs() < 1e-4));
+    assert!(
+        reports
+            .iter()
+            .all(|r| (r.strength_ratio - 1.0).abs() < 1e-4)
+    );
 }
 
 fn trained_own(net: OwnNet, r: usize, device: &Device) -> OwnNet {
@@ -322,7 +425,10 @@ fn all_off_reproduces_plain_lora_outputs_and_gradients() {
     let loss_rora = rora_out.powf_scalar(2.0).mean() + rora.penalty(&net_rora);
     let g_plain = loss_plain.backward();
     let g_rora = loss_rora.backward();
-    for (lp, lr) in adapted_layers(&net).iter().zip(adapted_layers(&net_rora).iter()) {
+    for (lp, lr) in adapted_layers(&net)
+        .iter()
+        .zip(adapted_layers(&net_rora).iter())
+    {
         let gp: TensorData = lp.a.grad(&g_plain).unwrap().into_data();
         let gr: TensorData = lr.a.grad(&g_rora).unwrap().into_data();
         assert_eq!(gp, gr, "{} dA", lp.path);
@@ -332,7 +438,10 @@ fn all_off_reproduces_plain_lora_outputs_and_gradients() {
     }
     let (unchanged, report) = rora.rescale(net.clone()).unwrap();
     assert!(report.layers.is_empty());
-    for (a, b) in adapted_layers(&unchanged).iter().zip(adapted_layers(&net).iter()) {
+    for (a, b) in adapted_layers(&unchanged)
+        .iter()
+        .zip(adapted_layers(&net).iter())
+    {
         assert_eq!(a.a.clone().into_data(), b.a.clone().into_data());
     }
 }
@@ -346,13 +455,28 @@ fn cache_round_trips_and_bad_settings_are_errors() {
     let path = dir.path().join("rora-cache.json");
     rora.save_cache(&path).unwrap();
     let back = Rora::load_cache(&path, &device).unwrap();
-    approx::assert_relative_eq!(scalar(back.penalty(&net)), scalar(rora.penalty(&net)), max_relative = 1e-6);
+    approx::assert_relative_eq!(
+        scalar(back.penalty(&net)),
+        scalar(rora.penalty(&net)),
+        max_relative = 1e-6
+    );
     std::fs::write(&path, b"{not json").unwrap();
     assert!(Rora::load_cache(&path, &device).is_err());
     assert!(Rora::prepare(&net, RoraConfig::new().with_top_k(2).with_lambda(-1.0)).is_err());
-    assert!(Rora::prepare(&net, RoraConfig::new().with_top_k(2).with_rescale(RescaleTarget::Ratio(f64::NAN))).is_err());
+    assert!(
+        Rora::prepare(
+            &net,
+            RoraConfig::new()
+                .with_top_k(2)
+                .with_rescale(RescaleTarget::Ratio(f64::NAN))
+        )
+        .is_err()
+    );
     let plain = Net::new(1, 6, &device);
-    assert!(matches!(Rora::prepare(&plain, RoraConfig::new()), Err(rora_core::RoraError::NoAdaptedLayers)));
+    assert!(matches!(
+        Rora::prepare(&plain, RoraConfig::new()),
+        Err(rora_core::RoraError::NoAdaptedLayers)
+    ));
 }
 
 #[test]
@@ -367,7 +491,8 @@ fn extensions_need_and_use_a_clean_subspace() {
     let mut rora = Rora::prepare(&net, config).unwrap();
     assert!(rora.try_penalty(&net).is_err(), "no clean subspace yet");
     for layer in adapted_layers(&net) {
-        rora.set_clean_subspace(&net, &layer.path, orthonormal(8, 3, 7)).unwrap();
+        rora.set_clean_subspace(&net, &layer.path, orthonormal(8, 3, 7))
+            .unwrap();
     }
     let p = rora.try_penalty(&net).unwrap();
     let value = scalar(p.clone());

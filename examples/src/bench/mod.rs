@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 pub use config::{AttackKind, BenchConfig, ModelKind};
 
 use crate::attacks::{AddSent, Attack, BadNet, PoisonConfig, poison, triggered_test};
-use crate::data::{Domain, Example, SyntheticConfig, TextEncoder, WordTokenizer, generate, load_dir};
+use crate::data::{
+    Domain, Example, SyntheticConfig, TextEncoder, WordTokenizer, generate, load_dir,
+};
 use crate::metrics::{accuracy, attack_success_rate};
 use crate::models::{BertConfig, LlamaConfig, SequenceClassifier, minilm};
 use crate::train::{Encoded, TrainSettings, predict, train};
@@ -208,7 +210,12 @@ struct EvalSets {
     test_triggered: Encoded,
 }
 
-fn evaluate<M: SequenceClassifier>(model: &M, clean: &Encoded, triggered: &Encoded, target: usize) -> (f64, f64) {
+fn evaluate<M: SequenceClassifier>(
+    model: &M,
+    clean: &Encoded,
+    triggered: &Encoded,
+    target: usize,
+) -> (f64, f64) {
     let ca = accuracy(&predict(model, clean, 64), &clean.labels);
     let asr = attack_success_rate(&predict(model, triggered, 64), target);
     (ca, asr)
@@ -223,9 +230,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
         ));
     }
     if cfg.lr_grid.is_empty() || cfg.seeds == 0 {
-        return Err(BenchError::Settings("need at least one learning rate and one seed".into()));
+        return Err(BenchError::Settings(
+            "need at least one learning rate and one seed".into(),
+        ));
     }
-    std::fs::create_dir_all(&cfg.out).map_err(|e| BenchError::Output(format!("{}: {e}", cfg.out.display())))?;
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| BenchError::Output(format!("{}: {e}", cfg.out.display())))?;
     let corpus = corpus(cfg)?;
     let mut results = Results {
         settings: cfg.clone(),
@@ -243,11 +253,18 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
         for &attack_kind in &cfg.attacks {
             let attack = attack_of(attack_kind);
             let encoder = match model {
-                ModelKind::Minilm => {
-                    TextEncoder::from_tokenizer_json(&cfg.checkpoint.as_ref().expect("checked").join("tokenizer.json"))?
-                }
+                ModelKind::Minilm => TextEncoder::from_tokenizer_json(
+                    &cfg.checkpoint
+                        .as_ref()
+                        .expect("checked")
+                        .join("tokenizer.json"),
+                )?,
                 _ => {
-                    let sentences = corpus.source.iter().chain(&corpus.clean).map(|e| e.sentence.as_str());
+                    let sentences = corpus
+                        .source
+                        .iter()
+                        .chain(&corpus.clean)
+                        .map(|e| e.sentence.as_str());
                     let extra = attack.trigger_tokens();
                     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
                     TextEncoder::Word(WordTokenizer::build(sentences, cfg.vocab_limit, &extra))
@@ -262,7 +279,16 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                         .with_n_layers(cfg.n_layers)
                         .with_d_ff(cfg.d_ff)
                         .with_max_len(cfg.max_len);
-                    run_family(cfg, model, attack_kind, &attack, &encoder, &corpus, &mut results, || bc.init(&device))?
+                    run_family(
+                        cfg,
+                        model,
+                        attack_kind,
+                        &attack,
+                        &encoder,
+                        &corpus,
+                        &mut results,
+                        || bc.init(&device),
+                    )?
                 }
                 ModelKind::Llama => {
                     let lc = LlamaConfig::new(encoder.vocab_size())
@@ -271,12 +297,30 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                         .with_n_layers(cfg.n_layers)
                         .with_d_ff(cfg.d_ff)
                         .with_max_len(cfg.max_len);
-                    run_family(cfg, model, attack_kind, &attack, &encoder, &corpus, &mut results, || lc.init(&device))?
+                    run_family(
+                        cfg,
+                        model,
+                        attack_kind,
+                        &attack,
+                        &encoder,
+                        &corpus,
+                        &mut results,
+                        || lc.init(&device),
+                    )?
                 }
                 ModelKind::Minilm => {
                     let dir = cfg.checkpoint.clone().expect("checked");
                     let m = minilm::load_hf_bert(&dir, 2, 0.1, &device)?;
-                    run_family(cfg, model, attack_kind, &attack, &encoder, &corpus, &mut results, || m.clone())?
+                    run_family(
+                        cfg,
+                        model,
+                        attack_kind,
+                        &attack,
+                        &encoder,
+                        &corpus,
+                        &mut results,
+                        || m.clone(),
+                    )?
                 }
             }
         }
@@ -345,13 +389,51 @@ fn run_family<M: SequenceClassifier>(
         _ => {
             let mut m = fresh;
             if cfg.pretrain_steps > 0 {
-                let pre = TrainSettings { steps: cfg.pretrain_steps, batch_size: cfg.batch_size, lr: cfg.pretrain_lr, weight_decay: 0.01, seed: 1 };
-                m = train(m, &enc(&corpus.source), &pre, None, &format!("{label} pretrain"), cfg.quiet);
+                let pre = TrainSettings {
+                    steps: cfg.pretrain_steps,
+                    batch_size: cfg.batch_size,
+                    lr: cfg.pretrain_lr,
+                    weight_decay: 0.01,
+                    seed: 1,
+                };
+                m = train(
+                    m,
+                    &enc(&corpus.source),
+                    &pre,
+                    None,
+                    &format!("{label} pretrain"),
+                    cfg.quiet,
+                );
             }
-            let poisoned_set = poison(&corpus.source, attack, &PoisonConfig { rate: cfg.poison_rate, target_label: target, seed: 2 });
-            let pset = TrainSettings { steps: cfg.poison_steps, batch_size: cfg.batch_size, lr: cfg.poison_lr, weight_decay: 0.01, seed: 3 };
-            let m_train = if cfg.poison_freeze_embeddings { m.freeze_embeddings() } else { m };
-            let m = train(m_train, &enc(&poisoned_set), &pset, None, &format!("{label} poison"), cfg.quiet);
+            let poisoned_set = poison(
+                &corpus.source,
+                attack,
+                &PoisonConfig {
+                    rate: cfg.poison_rate,
+                    target_label: target,
+                    seed: 2,
+                },
+            );
+            let pset = TrainSettings {
+                steps: cfg.poison_steps,
+                batch_size: cfg.batch_size,
+                lr: cfg.poison_lr,
+                weight_decay: 0.01,
+                seed: 3,
+            };
+            let m_train = if cfg.poison_freeze_embeddings {
+                m.freeze_embeddings()
+            } else {
+                m
+            };
+            let m = train(
+                m_train,
+                &enc(&poisoned_set),
+                &pset,
+                None,
+                &format!("{label} poison"),
+                cfg.quiet,
+            );
             // Back to a plain, fully trainable module for the fine-tuning copies.
             let m = m.valid().set_require_grad(true);
             m.clone()
@@ -363,15 +445,30 @@ fn run_family<M: SequenceClassifier>(
     let poisoned = poisoned.set_require_grad(true);
     let (ca, asr) = evaluate(&poisoned, &sets.test, &sets.test_triggered, target);
     let (dev_ca, dev_asr) = evaluate(&poisoned, &sets.dev, &sets.dev_triggered, target);
-    say(format!("{label}: poisoned CA {ca:.3} ASR {asr:.3} (dev CA {dev_ca:.3} ASR {dev_asr:.3})"));
-    results.poisoned.push(PoisonedResult { model: model_kind.name().into(), attack: attack_kind.name().into(), seed: 0, ca, asr, dev_asr, dev_ca });
+    say(format!(
+        "{label}: poisoned CA {ca:.3} ASR {asr:.3} (dev CA {dev_ca:.3} ASR {dev_asr:.3})"
+    ));
+    results.poisoned.push(PoisonedResult {
+        model: model_kind.name().into(),
+        attack: attack_kind.name().into(),
+        seed: 0,
+        ca,
+        asr,
+        dev_asr,
+        dev_ca,
+    });
 
     // 2. Clean fine-tuning, every method, every learning rate; dev CA picks the rate.
-    let targets = Targets::parse(&M::default_targets()).map_err(|e| BenchError::Settings(e.to_string()))?;
+    let targets =
+        Targets::parse(&M::default_targets()).map_err(|e| BenchError::Settings(e.to_string()))?;
     let lora_cfg = LoraConfig::new(cfg.rank, cfg.alpha);
     let adapted = |base_dropout: f64| -> Result<M, BenchError> {
         let m = poisoned.clone().freeze_for_lora();
-        Ok(rora::inject_lora(m, &targets, &lora_cfg.clone().with_base_dropout(base_dropout))?)
+        Ok(rora::inject_lora(
+            m,
+            &targets,
+            &lora_cfg.clone().with_base_dropout(base_dropout),
+        )?)
     };
     let layer_names: Vec<String> = M::default_targets();
     let rora_config = |lambda: f64, base_dropout: f64| {
@@ -380,7 +477,11 @@ fn run_family<M: SequenceClassifier>(
             .with_lambda(lambda)
             .with_top_k(cfg.top_k)
             .with_rescale(RescaleTarget::Ratio(cfg.rescale_ratio))
-            .with_rescale_layers(RescaleLayers::new().with_patterns(layer_names.clone()).with_last_blocks(Some(cfg.rescale_blocks)))
+            .with_rescale_layers(
+                RescaleLayers::new()
+                    .with_patterns(layer_names.clone())
+                    .with_last_blocks(Some(cfg.rescale_blocks)),
+            )
     };
     // One prepared RoRA (caches the top-k subspaces of the poisoned W0) serves all runs:
     // its penalty (Tr), rescaling (Pt) and spectral reports.
@@ -396,11 +497,24 @@ fn run_family<M: SequenceClassifier>(
             }
         };
         for &lr in &cfg.lr_grid {
-            let settings = TrainSettings { steps: cfg.finetune_steps, batch_size: cfg.batch_size, lr, weight_decay: cfg.weight_decay, seed: 100 + seed };
+            let settings = TrainSettings {
+                steps: cfg.finetune_steps,
+                batch_size: cfg.batch_size,
+                lr,
+                weight_decay: cfg.weight_decay,
+                seed: 100 + seed,
+            };
             let go = |m: M, rora: Option<&Rora>, name: &str| {
                 Device::default().seed(1000 + seed);
                 let t = Instant::now();
-                let m = train(m, &clean_train, &settings, rora, &format!("{label} {name} {lr:.0e}"), cfg.quiet);
+                let m = train(
+                    m,
+                    &clean_train,
+                    &settings,
+                    rora,
+                    &format!("{label} {name} {lr:.0e}"),
+                    cfg.quiet,
+                );
                 (m.valid(), t.elapsed().as_secs_f64())
             };
             let (full, secs) = go(poisoned.clone(), None, "full");
@@ -418,16 +532,23 @@ fn run_family<M: SequenceClassifier>(
             consider("rora", lr, full_rora, secs);
         }
         for method in METHODS {
-            let (dev_ca, dev_asr, lr, model, secs) = best.remove(method).expect("every method trained");
+            let (dev_ca, dev_asr, lr, model, secs) =
+                best.remove(method).expect("every method trained");
             let (ca, asr) = evaluate(&model, &sets.test, &sets.test_triggered, target);
             let (layers, strength) = if method == "full" {
-                (Vec::new(), full_strength(&base_weights, &weights_by_path(&model), &layer_names))
+                (
+                    Vec::new(),
+                    full_strength(&base_weights, &weights_by_path(&model), &layer_names),
+                )
             } else {
                 let reports = analysis.report(&model)?;
-                let mean = reports.iter().map(|r| r.strength_ratio).sum::<f64>() / reports.len().max(1) as f64;
+                let mean = reports.iter().map(|r| r.strength_ratio).sum::<f64>()
+                    / reports.len().max(1) as f64;
                 (reports, mean)
             };
-            say(format!("{label} seed {seed}: {method:<8} lr {lr:.0e}  CA {ca:.3}  ASR {asr:.3}  σ1 ratio {strength:.3}"));
+            say(format!(
+                "{label} seed {seed}: {method:<8} lr {lr:.0e}  CA {ca:.3}  ASR {asr:.3}  σ1 ratio {strength:.3}"
+            ));
             results.runs.push(RunResult {
                 model: model_kind.name().into(),
                 attack: attack_kind.name().into(),
@@ -445,35 +566,58 @@ fn run_family<M: SequenceClassifier>(
         }
     }
     // Spectra of one layer (the last targeted query projection) for the chart.
-    let pick = |method: &str| results.runs.iter().rev().find(|r| r.model == model_kind.name() && r.attack == attack_kind.name() && r.method == method);
-    if let (Some(l), Some(r)) = (pick("lora"), pick("rora")) {
-        if let Some(lr_layer) = l.layers.iter().rev().find(|x| x.path.ends_with(&layer_names[0])) {
-            let rr_layer = r.layers.iter().find(|x| x.path == lr_layer.path);
-            let base = base_weights
-                .get(&format!("{}.weight", lr_layer.path))
-                .map(|w| w.clone().svd(false, false).singular_values.iter().copied().collect())
-                .unwrap_or_default();
-            let mut base: Vec<f64> = base;
-            base.sort_by(|a, b| b.total_cmp(a));
-            results.spectra.push(Spectra {
-                model: model_kind.name().into(),
-                attack: attack_kind.name().into(),
-                layer: lr_layer.path.clone(),
-                base,
-                lora: lr_layer.singular_values.clone(),
-                rora: rr_layer.map(|x| x.singular_values.clone()).unwrap_or_default(),
-            });
-        }
+    let pick = |method: &str| {
+        results.runs.iter().rev().find(|r| {
+            r.model == model_kind.name() && r.attack == attack_kind.name() && r.method == method
+        })
+    };
+    if let (Some(l), Some(r)) = (pick("lora"), pick("rora"))
+        && let Some(lr_layer) = l
+            .layers
+            .iter()
+            .rev()
+            .find(|x| x.path.ends_with(&layer_names[0]))
+    {
+        let rr_layer = r.layers.iter().find(|x| x.path == lr_layer.path);
+        let base = base_weights
+            .get(&format!("{}.weight", lr_layer.path))
+            .map(|w| {
+                w.clone()
+                    .svd(false, false)
+                    .singular_values
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut base: Vec<f64> = base;
+        base.sort_by(|a, b| b.total_cmp(a));
+        results.spectra.push(Spectra {
+            model: model_kind.name().into(),
+            attack: attack_kind.name().into(),
+            layer: lr_layer.path.clone(),
+            base,
+            lora: lr_layer.singular_values.clone(),
+            rora: rr_layer
+                .map(|x| x.singular_values.clone())
+                .unwrap_or_default(),
+        });
     }
     Ok(())
 }
 
 /// Mean σ1(W − W0)/σ1(W0) over the targeted layers of a fully fine-tuned model.
-fn full_strength(base: &HashMap<String, nalgebra::DMatrix<f64>>, tuned: &HashMap<String, nalgebra::DMatrix<f64>>, names: &[String]) -> f64 {
+fn full_strength(
+    base: &HashMap<String, nalgebra::DMatrix<f64>>,
+    tuned: &HashMap<String, nalgebra::DMatrix<f64>>,
+    names: &[String],
+) -> f64 {
     let targets = Targets::parse(names).expect("valid names").lenient();
     let mut ratios = Vec::new();
     for (path, w0) in base {
-        let Some(layer) = path.strip_suffix(".weight") else { continue };
+        let Some(layer) = path.strip_suffix(".weight") else {
+            continue;
+        };
         if !targets.matches(layer) {
             continue;
         }
@@ -507,12 +651,18 @@ fn weights_by_path<M: Module>(model: &M) -> HashMap<String, nalgebra::DMatrix<f6
                 let t: Tensor<2> = t.reshape([dims[0], dims[1]]);
                 // Only square-ish projection weights are needed; skip huge embeddings.
                 if dims[0] * dims[1] <= 4_000_000 {
-                    self.out.insert(self.path.join("."), rora::core::convert::tensor_to_dmatrix(t.transpose()));
+                    self.out.insert(
+                        self.path.join("."),
+                        rora::core::convert::tensor_to_dmatrix(t.transpose()),
+                    );
                 }
             }
         }
     }
-    let mut v = V { path: Vec::new(), out: HashMap::new() };
+    let mut v = V {
+        path: Vec::new(),
+        out: HashMap::new(),
+    };
     model.visit(&mut v);
     v.out
 }

@@ -100,7 +100,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut cfg = if args.quick { BenchConfig::quick() } else { BenchConfig::default() };
+    let mut cfg = if args.quick {
+        BenchConfig::quick()
+    } else {
+        BenchConfig::default()
+    };
     if args.quick {
         // Quick mode keeps its own small model/attack lists unless given explicitly.
         if std::env::args().any(|a| a.starts_with("--model")) {
@@ -128,13 +132,20 @@ fn main() -> ExitCode {
          base_dropout <- args.base_dropout, rescale_ratio <- args.rescale_ratio, d_model <- args.d_model,
          n_layers <- args.layers, max_len <- args.max_len);
     if args.print_settings {
-        println!("{}", serde_json::to_string_pretty(&cfg).expect("settings serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&cfg).expect("settings serialize")
+        );
         return ExitCode::SUCCESS;
     }
     match bench::run(&cfg) {
         Ok(results) => {
             println!("{}", bench::report::markdown(&results));
-            println!("wrote {}/results.json, results.md, spectra.{{svg,png}}, ca_asr.{{svg,png}} in {:.0} s", cfg.out.display(), results.seconds);
+            println!(
+                "wrote {}/results.json, results.md, spectra.{{svg,png}}, ca_asr.{{svg,png}} in {:.0} s",
+                cfg.out.display(),
+                results.seconds
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

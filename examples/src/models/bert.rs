@@ -6,7 +6,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, LinearConfig,
+};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use rora::{LoraLinear, LoraModel, join_path};
@@ -117,13 +119,23 @@ fn lin(i: usize, o: usize, device: &Device) -> LoraLinear {
 impl BertConfig {
     /// A randomly initialised model on `device`.
     pub fn init(&self, device: &Device) -> Bert {
-        assert!(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads");
+        assert!(
+            self.d_model.is_multiple_of(self.n_heads),
+            "d_model must be divisible by n_heads"
+        );
         let d = self.d_model;
-        let norm = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
+        let norm = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
         let drop = || DropoutConfig::new(self.dropout).init();
         let emb = |n| {
             EmbeddingConfig::new(n, d)
-                .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
+                .with_initializer(burn::nn::Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
                 .init(device)
         };
         Bert {
@@ -167,7 +179,10 @@ impl BertAttention {
         let k = split_heads(self.key.forward(h.clone()), self.n_heads);
         let v = split_heads(self.value.forward(h.clone()), self.n_heads);
         let d_head = d / self.n_heads;
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()) + bias;
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((d_head as f64).sqrt())
+            + bias;
         let probs = self.dropout.forward(softmax(scores, 3));
         let ctx = merge_heads(probs.matmul(v));
         let out = self.dropout.forward(self.output.forward(ctx));
@@ -177,7 +192,9 @@ impl BertAttention {
 
 impl BertFfn {
     fn forward(&self, h: Tensor<3>) -> Tensor<3> {
-        let x = self.output.forward(gelu(self.intermediate.forward(h.clone())));
+        let x = self
+            .output
+            .forward(gelu(self.intermediate.forward(h.clone())));
         self.norm.forward(h + self.dropout.forward(x))
     }
 }
@@ -192,7 +209,8 @@ impl Bert {
             .repeat_dim(0, b);
         let types = Tensor::<2, Int>::zeros([b, t], &device);
         let e = &self.embeddings;
-        let h = e.word.forward(tokens) + e.position.forward(positions) + e.token_type.forward(types);
+        let h =
+            e.word.forward(tokens) + e.position.forward(positions) + e.token_type.forward(types);
         let mut h = e.dropout.forward(e.norm.forward(h));
         let bias = padding_bias(mask);
         for layer in &self.layers {
@@ -204,7 +222,11 @@ impl Bert {
 }
 
 impl LoraModel for Bert {
-    fn map_lora_linears(self, prefix: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
+    fn map_lora_linears(
+        self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
+    ) -> Self {
         let layers_prefix = join_path(prefix, "layers");
         let layers = self
             .layers

@@ -6,7 +6,10 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding, RotaryEncodingConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding,
+    RotaryEncodingConfig,
+};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use rora::{LoraLinear, LoraModel, join_path};
@@ -100,12 +103,22 @@ fn lin(i: usize, o: usize, device: &Device) -> LoraLinear {
 impl LlamaConfig {
     /// A randomly initialised model on `device`.
     pub fn init(&self, device: &Device) -> Llama {
-        assert!(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads");
+        assert!(
+            self.d_model.is_multiple_of(self.n_heads),
+            "d_model must be divisible by n_heads"
+        );
         let d = self.d_model;
-        let norm = || RmsNormConfig::new(d).with_epsilon(self.norm_eps).init(device);
+        let norm = || {
+            RmsNormConfig::new(d)
+                .with_epsilon(self.norm_eps)
+                .init(device)
+        };
         Llama {
             embed_tokens: EmbeddingConfig::new(self.vocab_size, d)
-                .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
+                .with_initializer(burn::nn::Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
                 .init(device),
             layers: (0..self.n_layers)
                 .map(|_| LlamaLayer {
@@ -139,8 +152,12 @@ impl LlamaAttention {
         let k = rope.forward(split_heads(self.k_proj.forward(h.clone()), self.n_heads));
         let v = split_heads(self.v_proj.forward(h), self.n_heads);
         let d_head = d / self.n_heads;
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()) + bias;
-        self.o_proj.forward(merge_heads(softmax(scores, 3).matmul(v)))
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((d_head as f64).sqrt())
+            + bias;
+        self.o_proj
+            .forward(merge_heads(softmax(scores, 3).matmul(v)))
     }
 }
 
@@ -152,14 +169,24 @@ impl Llama {
         // Causal (−1e4 above the diagonal) plus padding bias.
         let rows = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([t, 1]);
         let cols = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
-        let causal = cols.greater(rows).float().mul_scalar(-1e4).reshape([1, 1, t, t]);
+        let causal = cols
+            .greater(rows)
+            .float()
+            .mul_scalar(-1e4)
+            .reshape([1, 1, t, t]);
         let bias = padding_bias(mask) + causal;
         let mut h = self.embed_tokens.forward(tokens);
         for layer in &self.layers {
-            let a = layer.self_attn.forward(layer.input_norm.forward(h.clone()), bias.clone(), &self.rope);
+            let a = layer.self_attn.forward(
+                layer.input_norm.forward(h.clone()),
+                bias.clone(),
+                &self.rope,
+            );
             h = h + a;
             let x = layer.post_attention_norm.forward(h.clone());
-            let m = layer.mlp.down_proj.forward(silu(layer.mlp.gate_proj.forward(x.clone())) * layer.mlp.up_proj.forward(x));
+            let m = layer.mlp.down_proj.forward(
+                silu(layer.mlp.gate_proj.forward(x.clone())) * layer.mlp.up_proj.forward(x),
+            );
             h = h + m;
         }
         self.norm.forward(h)
@@ -167,7 +194,11 @@ impl Llama {
 }
 
 impl LoraModel for Llama {
-    fn map_lora_linears(self, prefix: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
+    fn map_lora_linears(
+        self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
+    ) -> Self {
         let layers_prefix = join_path(prefix, "layers");
         let layers = self
             .layers

@@ -57,7 +57,12 @@ pub enum CheckpointError {
 
 /// Load `dir/config.json` and `dir/model.safetensors` (HF BERT names) into a [`Bert`] with
 /// a fresh classification head of `num_labels`, `dropout` in every dropout layer.
-pub fn load_hf_bert(dir: &Path, num_labels: usize, dropout: f64, device: &Device) -> Result<Bert, CheckpointError> {
+pub fn load_hf_bert(
+    dir: &Path,
+    num_labels: usize,
+    dropout: f64,
+    device: &Device,
+) -> Result<Bert, CheckpointError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| CheckpointError::Config {
         path: config_path.display().to_string(),
@@ -78,7 +83,11 @@ pub fn load_hf_bert(dir: &Path, num_labels: usize, dropout: f64, device: &Device
         .with_layer_norm_eps(hf.layer_norm_eps);
     let model = config.init(device);
     let file = TensorFile::open(&dir.join("model.safetensors"))?;
-    let prefix = if file.names().iter().any(|n| n.starts_with("bert.")) { "bert." } else { "" };
+    let prefix = if file.names().iter().any(|n| n.starts_with("bert.")) {
+        "bert."
+    } else {
+        ""
+    };
     let mut values: HashMap<String, Tensor<2>> = HashMap::new();
     let mut put = |ours: String, theirs: String, transpose: bool| -> Result<(), CheckpointError> {
         let t = file.tensor(&format!("{prefix}{theirs}"))?;
@@ -86,18 +95,50 @@ pub fn load_hf_bert(dir: &Path, num_labels: usize, dropout: f64, device: &Device
             [n] => [1, *n],
             [r, c] => [*r, *c],
             _ => {
-                return Err(AdapterError::ShapeMismatch { key: theirs, expected: vec![], found: t.shape }.into());
+                return Err(AdapterError::ShapeMismatch {
+                    key: theirs,
+                    expected: vec![],
+                    found: t.shape,
+                }
+                .into());
             }
         };
         let tensor = Tensor::<2>::from_data(TensorData::new(t.data, shape), device);
-        values.insert(ours, if transpose { tensor.transpose() } else { tensor });
+        values.insert(
+            ours,
+            if transpose {
+                tensor.transpose()
+            } else {
+                tensor
+            },
+        );
         Ok(())
     };
-    put("embeddings.word.weight".into(), "embeddings.word_embeddings.weight".into(), false)?;
-    put("embeddings.position.weight".into(), "embeddings.position_embeddings.weight".into(), false)?;
-    put("embeddings.token_type.weight".into(), "embeddings.token_type_embeddings.weight".into(), false)?;
-    put("embeddings.norm.gamma".into(), "embeddings.LayerNorm.weight".into(), false)?;
-    put("embeddings.norm.beta".into(), "embeddings.LayerNorm.bias".into(), false)?;
+    put(
+        "embeddings.word.weight".into(),
+        "embeddings.word_embeddings.weight".into(),
+        false,
+    )?;
+    put(
+        "embeddings.position.weight".into(),
+        "embeddings.position_embeddings.weight".into(),
+        false,
+    )?;
+    put(
+        "embeddings.token_type.weight".into(),
+        "embeddings.token_type_embeddings.weight".into(),
+        false,
+    )?;
+    put(
+        "embeddings.norm.gamma".into(),
+        "embeddings.LayerNorm.weight".into(),
+        false,
+    )?;
+    put(
+        "embeddings.norm.beta".into(),
+        "embeddings.LayerNorm.bias".into(),
+        false,
+    )?;
     for i in 0..hf.num_hidden_layers {
         let ours = format!("layers.{i}");
         let theirs = format!("encoder.layer.{i}");
@@ -110,20 +151,47 @@ pub fn load_hf_bert(dir: &Path, num_labels: usize, dropout: f64, device: &Device
             ("ffn.output", "output.dense"),
         ];
         for (o, t) in linears {
-            put(format!("{ours}.{o}.weight"), format!("{theirs}.{t}.weight"), true)?;
-            put(format!("{ours}.{o}.bias"), format!("{theirs}.{t}.bias"), false)?;
+            put(
+                format!("{ours}.{o}.weight"),
+                format!("{theirs}.{t}.weight"),
+                true,
+            )?;
+            put(
+                format!("{ours}.{o}.bias"),
+                format!("{theirs}.{t}.bias"),
+                false,
+            )?;
         }
-        for (o, t) in [("attention.norm", "attention.output.LayerNorm"), ("ffn.norm", "output.LayerNorm")] {
-            put(format!("{ours}.{o}.gamma"), format!("{theirs}.{t}.weight"), false)?;
-            put(format!("{ours}.{o}.beta"), format!("{theirs}.{t}.bias"), false)?;
+        for (o, t) in [
+            ("attention.norm", "attention.output.LayerNorm"),
+            ("ffn.norm", "output.LayerNorm"),
+        ] {
+            put(
+                format!("{ours}.{o}.gamma"),
+                format!("{theirs}.{t}.weight"),
+                false,
+            )?;
+            put(
+                format!("{ours}.{o}.beta"),
+                format!("{theirs}.{t}.bias"),
+                false,
+            )?;
         }
     }
-    if file.names().iter().any(|n| n == &format!("{prefix}pooler.dense.weight")) {
+    if file
+        .names()
+        .iter()
+        .any(|n| n == &format!("{prefix}pooler.dense.weight"))
+    {
         put("pooler.weight".into(), "pooler.dense.weight".into(), true)?;
         put("pooler.bias".into(), "pooler.dense.bias".into(), false)?;
     }
     let expected = values.len();
     let (model, replaced) = replace_params(model, values);
-    assert_eq!(replaced.len(), expected, "every checkpoint tensor has a place in the model");
+    assert_eq!(
+        replaced.len(),
+        expected,
+        "every checkpoint tensor has a place in the model"
+    );
     Ok(model)
 }

@@ -34,7 +34,10 @@ pub trait SequenceClassifier: LoraModel + Module {
 /// (0 for real tokens, −1e4 for padding).
 pub(crate) fn padding_bias(mask: Tensor<2>) -> Tensor<4> {
     let [b, t] = mask.dims();
-    mask.neg().add_scalar(1.0).mul_scalar(-1e4).reshape([b, 1, 1, t])
+    mask.neg()
+        .add_scalar(1.0)
+        .mul_scalar(-1e4)
+        .reshape([b, 1, 1, t])
 }
 
 /// `[batch, len, heads·d_head]` → `[batch, heads, len, d_head]`.

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::config::{CONFIG_FILE, PeftLoraConfig};
-use super::tensor_file::{HostMatrix, RawTensor, TensorFile, write_atomic, write_safetensors_atomic};
 use super::AdapterError;
+use super::config::{CONFIG_FILE, PeftLoraConfig};
+use super::tensor_file::{
+    HostMatrix, RawTensor, TensorFile, write_atomic, write_safetensors_atomic,
+};
 
 /// The name PEFT gives the adapter weights file.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -97,9 +99,8 @@ impl PeftAdapter {
         let mut halves: BTreeMap<String, (Option<HostMatrix>, Option<HostMatrix>)> =
             BTreeMap::new();
         for key in weights.names() {
-            let (path, factor) = parse_factor_key(key).ok_or_else(|| {
-                AdapterError::UnexpectedTensor { key: key.clone() }
-            })?;
+            let (path, factor) = parse_factor_key(key)
+                .ok_or_else(|| AdapterError::UnexpectedTensor { key: key.clone() })?;
             let m = weights.matrix(key)?;
             if !m.is_finite() {
                 return Err(AdapterError::NonFinite { key: key.clone() });
@@ -222,7 +223,10 @@ mod tests {
         good.write(dir.path()).unwrap();
         let mut bad = good.clone();
         bad.layers.get_mut("fc1").unwrap().a.data[0] = f32::NAN;
-        assert!(matches!(bad.write(dir.path()), Err(AdapterError::NonFinite { .. })));
+        assert!(matches!(
+            bad.write(dir.path()),
+            Err(AdapterError::NonFinite { .. })
+        ));
         assert_eq!(PeftAdapter::read(dir.path()).unwrap(), good);
     }
 
@@ -235,7 +239,10 @@ mod tests {
         for cut in [0, 4, 9, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&p, &bytes[..cut]).unwrap();
             let err = PeftAdapter::read(dir.path()).unwrap_err();
-            assert!(matches!(err, AdapterError::InvalidSafetensors { .. }), "{cut}: {err}");
+            assert!(
+                matches!(err, AdapterError::InvalidSafetensors { .. }),
+                "{cut}: {err}"
+            );
         }
     }
 

@@ -243,8 +243,17 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for text in ["", "{", "[1,2]", r#"{"peft_type":"LORA"}"#, r#"{"peft_type":"LORA","r":0,"lora_alpha":1}"#] {
-            assert!(PeftLoraConfig::from_json(text, Path::new("x.json")).is_err(), "{text}");
+        for text in [
+            "",
+            "{",
+            "[1,2]",
+            r#"{"peft_type":"LORA"}"#,
+            r#"{"peft_type":"LORA","r":0,"lora_alpha":1}"#,
+        ] {
+            assert!(
+                PeftLoraConfig::from_json(text, Path::new("x.json")).is_err(),
+                "{text}"
+            );
         }
     }
 }

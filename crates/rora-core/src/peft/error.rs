@@ -59,7 +59,9 @@ pub enum AdapterError {
         key: String,
     },
     /// The adapter file holds a tensor that belongs to no LoRA factor.
-    #[error("unexpected tensor {key:?} in adapter file (expected only <module>.lora_A.weight / <module>.lora_B.weight)")]
+    #[error(
+        "unexpected tensor {key:?} in adapter file (expected only <module>.lora_A.weight / <module>.lora_B.weight)"
+    )]
     UnexpectedTensor {
         /// The unexpected key.
         key: String,

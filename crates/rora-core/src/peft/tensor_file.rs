@@ -121,10 +121,11 @@ impl TensorFile {
         // SAFETY: the map is read-only; the file may be modified by another process while
         // mapped, which safetensors' readers (including PyTorch's) also accept.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| AdapterError::io(path, e))?;
-        let parsed = SafeTensors::deserialize(&mmap).map_err(|e| AdapterError::InvalidSafetensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let parsed =
+            SafeTensors::deserialize(&mmap).map_err(|e| AdapterError::InvalidSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let mut names: Vec<String> = parsed.names().into_iter().map(str::to_string).collect();
         names.sort();
         Ok(TensorFile {
@@ -151,18 +152,22 @@ impl TensorFile {
     /// Shape and dtype of a tensor without reading its data.
     pub fn info(&self, key: &str) -> Result<(Vec<usize>, Dtype), AdapterError> {
         let parsed = self.parsed();
-        let view = parsed.tensor(key).map_err(|_| AdapterError::MissingTensor {
-            key: key.to_string(),
-        })?;
+        let view = parsed
+            .tensor(key)
+            .map_err(|_| AdapterError::MissingTensor {
+                key: key.to_string(),
+            })?;
         Ok((view.shape().to_vec(), view.dtype()))
     }
 
     /// Read one tensor, converted to float32 (F32, F64, F16 and BF16 are accepted).
     pub fn tensor(&self, key: &str) -> Result<HostTensor, AdapterError> {
         let parsed = self.parsed();
-        let view = parsed.tensor(key).map_err(|_| AdapterError::MissingTensor {
-            key: key.to_string(),
-        })?;
+        let view = parsed
+            .tensor(key)
+            .map_err(|_| AdapterError::MissingTensor {
+                key: key.to_string(),
+            })?;
         let data = view_to_f32(&view, key)?;
         Ok(HostTensor {
             shape: view.shape().to_vec(),
@@ -210,7 +215,9 @@ fn view_to_f32(view: &TensorView<'_>, key: &str) -> Result<Vec<f32>, AdapterErro
 pub fn encode_f32(values: &[f32], dtype: Dtype, key: &str) -> Result<Vec<u8>, AdapterError> {
     let mut out = Vec::with_capacity(values.len() * dtype.bitsize() / 8);
     match dtype {
-        Dtype::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Dtype::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         Dtype::F64 => values
             .iter()
             .for_each(|v| out.extend_from_slice(&(*v as f64).to_le_bytes())),

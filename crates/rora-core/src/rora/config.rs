@@ -24,7 +24,9 @@ pub enum RescaleTarget {
 pub struct RescaleLayers {
     /// Target patterns (see [`TargetPattern::parse`](crate::TargetPattern::parse)) naming the
     /// layers; patterns that match nothing are ignored as long as something matches.
-    #[config(default = "vec![\"query\".into(), \"value\".into(), \"q_proj\".into(), \"v_proj\".into()]")]
+    #[config(
+        default = "vec![\"query\".into(), \"value\".into(), \"q_proj\".into(), \"v_proj\".into()]"
+    )]
     pub patterns: Vec<String>,
     /// Keep only layers in the last `n` blocks (a block is the last number in the path,
     /// e.g. `layers.11.attention.query` is block 11). `None`: every matching layer.

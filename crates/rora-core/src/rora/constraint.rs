@@ -137,8 +137,13 @@ impl Rora {
                 .matmul(layer.a.clone().matmul(vc.clone()))
                 .mul_scalar(s);
             let norm = sum_squares(dw_vc).add_scalar(1e-12).sqrt();
-            let gap = norm.div_scalar(base_norm.max(1e-12)).neg().add_scalar(cs.tau);
-            let term = burn::tensor::activation::relu(gap).powf_scalar(2.0).mul_scalar(cs.weight);
+            let gap = norm
+                .div_scalar(base_norm.max(1e-12))
+                .neg()
+                .add_scalar(cs.tau);
+            let term = burn::tensor::activation::relu(gap)
+                .powf_scalar(2.0)
+                .mul_scalar(cs.weight);
             out = Some(term);
         }
         if let (Some(tc), Some(vt), Some(w0_vt)) = (tc, &t.vt, &t.w0_vt) {

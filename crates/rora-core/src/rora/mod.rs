@@ -152,12 +152,13 @@ impl Rora {
                     max,
                 });
             }
-            let spectrum = BaseSpectrum::compute(&layer.base_matrix(), config.top_k).map_err(
-                |source| RoraError::Spectral {
-                    path: layer.path.clone(),
-                    source,
-                },
-            )?;
+            let spectrum =
+                BaseSpectrum::compute(&layer.base_matrix(), config.top_k).map_err(|source| {
+                    RoraError::Spectral {
+                        path: layer.path.clone(),
+                        source,
+                    }
+                })?;
             caches.push(LayerCache {
                 path: layer.path.clone(),
                 kind: layer.kind,
@@ -284,7 +285,10 @@ impl Rora {
             cache.trigger_subspace = Some(vt);
         } else if matches!(self.config.rescale, RescaleTarget::ExactThreshold(_)) {
             let projected = &w0 - (&w0 * &vc) * vc.transpose();
-            let k = self.config.top_k.min(projected.nrows().min(projected.ncols()));
+            let k = self
+                .config
+                .top_k
+                .min(projected.nrows().min(projected.ncols()));
             let svd = rora_spectral::top_k(&projected, k).map_err(spectral)?;
             let vt = svd.v_t.transpose();
             cache.trigger_base = Some(&w0 * &vt);
@@ -343,10 +347,16 @@ fn find_layer<M: Module>(model: &M, path: &str) -> Result<AdaptedLayer, RoraErro
 fn validate(config: &RoraConfig) -> Result<(), RoraError> {
     let bad = |what: String| Err(RoraError::InvalidSetting(what));
     if !(0.0..1.0).contains(&config.base_dropout) {
-        return bad(format!("base_dropout must be in [0, 1), got {}", config.base_dropout));
+        return bad(format!(
+            "base_dropout must be in [0, 1), got {}",
+            config.base_dropout
+        ));
     }
     if !config.lambda.is_finite() || config.lambda < 0.0 {
-        return bad(format!("lambda must be finite and ≥ 0, got {}", config.lambda));
+        return bad(format!(
+            "lambda must be finite and ≥ 0, got {}",
+            config.lambda
+        ));
     }
     match config.rescale {
         RescaleTarget::Ratio(r) | RescaleTarget::Factor(r) if !(r.is_finite() && r > 0.0) => {

@@ -67,7 +67,10 @@ impl std::fmt::Display for RescaleReport {
                 l.ratio_before(),
                 l.ratio_after(),
                 l.sigma1_base,
-                l.note.as_ref().map(|n| format!("  ({n})")).unwrap_or_default()
+                l.note
+                    .as_ref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
             )?;
         }
         Ok(())
@@ -93,7 +96,8 @@ impl Rora {
         let selected = match sel.last_blocks {
             None => matching,
             Some(n) => {
-                let mut blocks: Vec<usize> = matching.iter().filter_map(|p| block_index(p)).collect();
+                let mut blocks: Vec<usize> =
+                    matching.iter().filter_map(|p| block_index(p)).collect();
                 blocks.sort_unstable();
                 blocks.dedup();
                 let keep: Vec<usize> = blocks.iter().rev().take(n).copied().collect();
@@ -138,7 +142,9 @@ impl Rora {
                 let root = entry.factor.sqrt();
                 let (a, b) = match layer.kind {
                     AdapterKind::LoraLinear => (layer.a.clone(), layer.b.clone()),
-                    AdapterKind::BurnNative => (layer.a.clone().transpose(), layer.b.clone().transpose()),
+                    AdapterKind::BurnNative => {
+                        (layer.a.clone().transpose(), layer.b.clone().transpose())
+                    }
                 };
                 values.insert(layer.a_path.clone(), a.inner().mul_scalar(root));
                 values.insert(layer.b_path.clone(), b.inner().mul_scalar(root));
@@ -224,10 +230,15 @@ impl Rora {
         mut evaluate: F,
     ) -> Result<(M, RescaleReport, Option<f64>), RoraError> {
         let reference = evaluate(&model);
-        let mut sorted: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite() && *r > 0.0).collect();
+        let mut sorted: Vec<f64> = ratios
+            .iter()
+            .copied()
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
         sorted.sort_by(|a, b| b.total_cmp(a));
         for ratio in sorted {
-            let (candidate, report) = self.rescale_with(model.clone(), RescaleTarget::Ratio(ratio))?;
+            let (candidate, report) =
+                self.rescale_with(model.clone(), RescaleTarget::Ratio(ratio))?;
             if evaluate(&candidate) >= reference - tolerance {
                 return Ok((candidate, report, Some(ratio)));
             }
@@ -240,4 +251,3 @@ impl Rora {
 fn block_index(path: &str) -> Option<usize> {
     path.split('.').rev().find_map(|c| c.parse().ok())
 }
-
