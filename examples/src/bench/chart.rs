@@ -189,7 +189,7 @@ fn draw_bars<DB: DrawingBackend>(
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..n as f64, 0f64..100f64)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..100f64)
         .map_err(err)?;
     let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     chart
@@ -197,9 +197,9 @@ fn draw_bars<DB: DrawingBackend>(
         .disable_x_mesh()
         .x_labels(n)
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 1e-6 {
-                labels.get(i).cloned().unwrap_or_default()
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
             } else {
                 String::new()
             }
@@ -212,7 +212,7 @@ fn draw_bars<DB: DrawingBackend>(
     chart
         .draw_series(rows.iter().enumerate().map(|(i, r)| {
             Rectangle::new(
-                [(i as f64 + 0.1, 0.0), (i as f64 + 0.48, 100.0 * r.1)],
+                [(i as f64 - 0.4, 0.0), (i as f64 - 0.02, 100.0 * r.1)],
                 ca_color.filled(),
             )
         }))
@@ -222,7 +222,7 @@ fn draw_bars<DB: DrawingBackend>(
     chart
         .draw_series(rows.iter().enumerate().map(|(i, r)| {
             Rectangle::new(
-                [(i as f64 + 0.52, 0.0), (i as f64 + 0.9, 100.0 * r.2)],
+                [(i as f64 + 0.02, 0.0), (i as f64 + 0.4, 100.0 * r.2)],
                 asr_color.filled(),
             )
         }))

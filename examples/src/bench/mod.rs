@@ -148,14 +148,26 @@ struct Corpus {
 fn corpus(cfg: &BenchConfig) -> Result<Corpus, BenchError> {
     match &cfg.data {
         None => {
-            let source = generate(&SyntheticConfig {
+            // The "pretraining" corpus covers both domains (a general model), built from
+            // other seeds than the defender's clean data, dev and test.
+            let movies = generate(&SyntheticConfig {
                 seed: 0,
                 domain: Domain::Movies,
-                train: cfg.source_examples,
+                train: cfg.source_examples - cfg.source_examples / 2,
                 dev: 0,
                 test: 0,
                 label_noise: 0.0,
             });
+            let products = generate(&SyntheticConfig {
+                seed: 2,
+                domain: Domain::Products,
+                train: cfg.source_examples / 2,
+                dev: 0,
+                test: 0,
+                label_noise: 0.0,
+            });
+            let mut source = movies.train;
+            source.extend(products.train);
             let target = generate(&SyntheticConfig {
                 seed: 1,
                 domain: Domain::Products,
@@ -165,7 +177,7 @@ fn corpus(cfg: &BenchConfig) -> Result<Corpus, BenchError> {
                 label_noise: 0.0,
             });
             Ok(Corpus {
-                source: source.train,
+                source,
                 clean: target.train,
                 dev: target.dev,
                 test: target.test,
@@ -338,7 +350,7 @@ fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String 
         "batch": cfg.batch_size, "pre": [cfg.pretrain_steps, cfg.pretrain_lr],
         "poison": [cfg.poison_steps, cfg.poison_lr, cfg.poison_rate, cfg.target_label, cfg.poison_freeze_embeddings],
         "data": cfg.data, "ckpt": cfg.checkpoint, "n": [cfg.source_examples, cfg.clean_examples, cfg.eval_examples],
-        "version": 1,
+        "version": 2,
     });
     let mut hash: u64 = 0xcbf29ce484222325;
     for b in key.to_string().bytes() {
