@@ -158,14 +158,7 @@ impl LoraLinear {
                 (a, b)
             }
         };
-        layer.weight = layer.weight.set_require_grad(false);
-        layer.bias = layer.bias.map(|b| b.set_require_grad(false));
-        layer.lora = Some(LoraFactors {
-            a: Param::from_tensor(a),
-            b: Param::from_tensor(b),
-            scale: Param::from_tensor(Tensor::<1>::from_floats([s as f32], &device))
-                .set_require_grad(false),
-        });
+        let mut layer = layer.with_factors(a, b, s);
         layer.dropout = DropoutConfig::new(config.dropout).init();
         layer.base_dropout = DropoutConfig::new(config.base_dropout).init();
         layer.enabled = true;

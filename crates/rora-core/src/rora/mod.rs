@@ -275,20 +275,16 @@ impl Rora {
         };
         let cache = &mut self.caches[i];
         cache.clean_base_norm = Some((&w0 * &vc).norm());
-        if let Some(tc) = &self.config.trigger_cancellation {
-            // Strong directions that clean inputs do not visit: W0·(I − Vc·Vcᵀ).
+        // Strong directions that clean inputs do not visit: the top right singular vectors
+        // of W0·(I − Vc·Vcᵀ), for trigger cancellation and the exact threshold.
+        let trigger_k = match (&self.config.trigger_cancellation, self.config.rescale) {
+            (Some(tc), _) => Some(tc.k),
+            (None, RescaleTarget::ExactThreshold(_)) => Some(self.config.top_k),
+            _ => None,
+        };
+        if let Some(k) = trigger_k {
             let projected = &w0 - (&w0 * &vc) * vc.transpose();
-            let k = tc.k.min(projected.nrows().min(projected.ncols()));
-            let svd = rora_spectral::top_k(&projected, k).map_err(spectral)?;
-            let vt = svd.v_t.transpose();
-            cache.trigger_base = Some(&w0 * &vt);
-            cache.trigger_subspace = Some(vt);
-        } else if matches!(self.config.rescale, RescaleTarget::ExactThreshold(_)) {
-            let projected = &w0 - (&w0 * &vc) * vc.transpose();
-            let k = self
-                .config
-                .top_k
-                .min(projected.nrows().min(projected.ncols()));
+            let k = k.min(projected.nrows().min(projected.ncols()));
             let svd = rora_spectral::top_k(&projected, k).map_err(spectral)?;
             let vt = svd.v_t.transpose();
             cache.trigger_base = Some(&w0 * &vt);
