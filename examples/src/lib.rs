@@ -1,11 +1,11 @@
 //! Examples and the backdoor benchmark for rora.
 //!
-//! - [`models`]: small BERT and LLaMA classifiers in burn with `LoraLinear` projections,
+//! - [`models`](mod@models): small BERT and LLaMA classifiers in burn with `LoraLinear` projections,
 //!   and a loader for HuggingFace BERT checkpoints (MiniLM-L6).
-//! - [`data`]: the built-in synthetic sentiment corpus, TSV/JSONL loaders, tokenizers.
-//! - [`attacks`]: BadNet and AddSent poisoning.
-//! - [`train`]: training and evaluation loops; [`bench`]: the benchmark protocol.
-//! - [`metrics`]: CA and ASR.
+//! - [`data`](mod@data): the built-in synthetic sentiment corpus, TSV/JSONL loaders, tokenizers.
+//! - [`attacks`](mod@attacks): BadNet and AddSent poisoning.
+//! - [`train`](mod@train): training and evaluation loops; [`bench`](mod@bench): the benchmark protocol.
+//! - [`metrics`](mod@metrics): CA and ASR.
 
 pub mod attacks;
 pub mod bench;

@@ -4,7 +4,7 @@
 //!   [`LoraLinear`](crate::LoraLinear) and burn-native adapters) as a PEFT adapter folder.
 //! - [`load_adapter`] writes a PEFT adapter's factors into a model whose layers already carry
 //!   adapters at the same paths (both kinds).
-//! - [`attach_adapter`] creates adapters from a file on the [`LoraLinear`] layers of a
+//! - [`attach_adapter`] creates adapters from a file on the [`LoraLinear`](crate::LoraLinear) layers of a
 //!   [`LoraModel`] it names, whether or not they had one.
 
 use std::collections::{BTreeMap, HashMap};

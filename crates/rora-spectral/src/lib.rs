@@ -6,7 +6,7 @@
 //!
 //! * the SVD of `s·B·A` from its factors ([`factored_svd`]) and new factors with
 //!   prescribed singular values ([`rescaled_factors`], [`scale_to_sigma1`]);
-//! * exact ([`svd`]) and randomized ([`randomized_top_k`], [`top_k`]) top-`k`
+//! * exact ([`svd()`]) and randomized ([`randomized_top_k`], [`top_k`]) top-`k`
 //!   spectra of dense weights;
 //! * the streaming input covariance and its top eigenvectors
 //!   ([`CovarianceAccumulator`]);

@@ -172,7 +172,7 @@ pub fn randomized_top_k<T: RealField + Copy>(
 
 /// Top-`k` SVD of a dense `m×n` matrix, choosing the method from the size.
 ///
-/// * `min(m, n) ≤ 256` ([`TOP_K_DENSE_LIMIT`]): exact dense [`crate::svd`], truncated.
+/// * `min(m, n) ≤ 256` ([`TOP_K_DENSE_LIMIT`]): exact dense [`crate::svd()`], truncated.
 /// * otherwise: randomized subspace iteration with oversampling `max(10, k)` that
 ///   runs until the estimated relative error of the top-`k` singular values is
 ///   below [`TOP_K_TOLERANCE`] (`1e-3`), at least 2 and at most

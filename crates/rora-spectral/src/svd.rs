@@ -153,7 +153,7 @@ fn residual_ok<T: RealField + Copy>(m: &DMatrix<T>, d: &Svd<T>) -> bool {
 
 /// One-sided (Hestenes) Jacobi SVD: orthogonalizes the columns of `M` (or `Mᵀ`
 /// when wide) by plane rotations. Accurate to high relative precision; used as the
-/// fallback of [`svd`]. `None` if it does not converge in 80 sweeps.
+/// fallback of [`svd()`]. `None` if it does not converge in 80 sweeps.
 pub(crate) fn jacobi_svd<T: RealField + Copy>(m: &DMatrix<T>) -> Option<Svd<T>> {
     if m.nrows() < m.ncols() {
         let t = jacobi_svd(&m.transpose())?;
@@ -249,12 +249,12 @@ pub(crate) fn jacobi_svd<T: RealField + Copy>(m: &DMatrix<T>) -> Option<Svd<T>> 
 
 /// The singular values of a dense `m×n` matrix, length `min(m, n)`, descending.
 ///
-/// Up to `min(m, n) = 256` this is [`svd`]'s values (residual-checked); above, it
+/// Up to `min(m, n) = 256` this is [`svd()`]'s values (residual-checked); above, it
 /// uses nalgebra's values-only SVD (no singular vectors accumulated, no residual
 /// check possible).
 ///
 /// # Errors
-/// As [`svd`].
+/// As [`svd()`].
 pub fn singular_values<T: RealField + Copy>(m: &DMatrix<T>) -> Result<DVector<T>, SpectralError> {
     check_matrix(m, "matrix")?;
     if m.nrows().min(m.ncols()) <= crate::randomized::TOP_K_DENSE_LIMIT {

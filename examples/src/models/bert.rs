@@ -1,5 +1,5 @@
 //! A BERT encoder for sequence classification: token + position embeddings, post-LayerNorm
-//! blocks with multi-head self-attention and a GELU feed-forward, [CLS] pooler and head.
+//! blocks with multi-head self-attention and a GELU feed-forward, `[CLS]` pooler and head.
 //!
 //! Module paths (used by targets and adapter files): `layers.{i}.attention.{query,key,value,output}`,
 //! `layers.{i}.ffn.{intermediate,output}`, `pooler`, `classifier`.
@@ -105,7 +105,7 @@ pub struct Bert {
     pub embeddings: BertEmbeddings,
     /// Encoder blocks.
     pub layers: Vec<BertLayer>,
-    /// Pooler: dense + tanh on the [CLS] state.
+    /// Pooler: dense + tanh on the `[CLS]` state.
     pub pooler: LoraLinear,
     /// Classification head.
     pub classifier: LoraLinear,

