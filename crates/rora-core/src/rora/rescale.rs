@@ -82,15 +82,19 @@ impl Rora {
     /// `rescale_layers.patterns`, restricted to the last `last_blocks` blocks (a block is the
     /// last number in the path).
     pub fn rescale_selection<M: Module>(&self, model: &M) -> Result<Vec<String>, RoraError> {
+        self.select(&adapted_layers(model))
+    }
+
+    fn select(&self, layers: &[AdaptedLayer]) -> Result<Vec<String>, RoraError> {
         let sel = &self.config.rescale_layers;
         let patterns: Vec<TargetPattern> = sel
             .patterns
             .iter()
             .map(|p| TargetPattern::parse(p))
             .collect::<Result<_, _>>()?;
-        let matching: Vec<String> = adapted_layers(model)
-            .into_iter()
-            .map(|l| l.path)
+        let matching: Vec<String> = layers
+            .iter()
+            .map(|l| l.path.clone())
             .filter(|p| patterns.iter().any(|pat| pat.matches(p)))
             .collect();
         let selected = match sel.last_blocks {
@@ -132,8 +136,8 @@ impl Rora {
         if target == RescaleTarget::Off {
             return Ok((model, RescaleReport::default()));
         }
-        let selected = self.rescale_selection(&model)?;
         let layers = adapted_layers(&model);
+        let selected = self.select(&layers)?;
         let mut values = HashMap::new();
         let mut report = RescaleReport::default();
         for layer in layers.iter().filter(|l| selected.contains(&l.path)) {
