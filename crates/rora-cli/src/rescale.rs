@@ -9,10 +9,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 use regex::Regex;
 use rora_core::peft::{HostMatrix, LayerFactors, PeftAdapter, TensorFile};
-use rora_spectral::{SpectralError, factored_svd, scale_to_sigma1, top_k};
+use rora_spectral::{SpectralError, factored_svd, scale_to_sigma1, spectral_norm};
 use serde::Serialize;
 
 use crate::cli::RescaleArgs;
@@ -98,7 +98,7 @@ pub fn rescale(
                 .matrix(&pair.weight_key)
                 .map_err(|e| CliError::file("base", base, e))?
                 .to_dmatrix();
-            sigma1(&w0).map_err(spectral)?
+            spectral_norm(&w0).map_err(spectral)?
         };
         let factors = &adapter.layers[path];
         let (b, a) = (factors.b.to_dmatrix(), factors.a.to_dmatrix());
@@ -163,34 +163,6 @@ fn ratio(
     Ok(sigma1_update / sigma1_base)
 }
 
-/// `σ1(W0)` to near machine precision: [`top_k`]'s estimate (exact for small matrices,
-/// randomized for large ones), polished by power iteration on `W0ᵀW0` from its top right
-/// vector. Every iterate is a lower bound that increases towards `σ1`.
-fn sigma1(w0: &DMatrix<f64>) -> Result<f64, SpectralError> {
-    let top = top_k(w0, 1)?;
-    let mut best = top.sigma1();
-    let mut v: DVector<f64> = top.v_t.row(0).transpose();
-    for _ in 0..500 {
-        let u = w0 * &v;
-        let nu = u.norm();
-        if nu == 0.0 || !nu.is_finite() {
-            break;
-        }
-        let w = w0.tr_mul(&(u / nu));
-        let sigma = w.norm();
-        if !sigma.is_finite() || sigma == 0.0 {
-            break;
-        }
-        v = w / sigma;
-        let gain = sigma - best;
-        best = best.max(sigma);
-        if gain <= 1e-13 * best {
-            break;
-        }
-    }
-    Ok(best)
-}
-
 /// The per-layer report as a table.
 pub fn render_rows(rows: &[RescaleRow]) -> String {
     let width = rows.iter().map(|r| r.path.len()).max().unwrap_or(5).max(5);
@@ -235,13 +207,6 @@ pub fn run(args: &RescaleArgs, out: &mut dyn Write) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sigma1_matches_dense_svd() {
-        let m = DMatrix::from_fn(7, 5, |i, j| ((i * 5 + j) as f64 * 0.37).sin());
-        let exact = m.clone().svd(false, false).singular_values[0];
-        assert!((sigma1(&m).unwrap() - exact).abs() < 1e-10 * exact);
-    }
 
     #[test]
     fn table_marks_unselected_layers() {

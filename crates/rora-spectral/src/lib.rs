@@ -7,7 +7,7 @@
 //! * the SVD of `s·B·A` from its factors ([`factored_svd`]) and new factors with
 //!   prescribed singular values ([`rescaled_factors`], [`scale_to_sigma1`]);
 //! * exact ([`svd()`]) and randomized ([`randomized_top_k`], [`top_k`]) top-`k`
-//!   spectra of dense weights;
+//!   spectra of dense weights, and their spectral norm ([`spectral_norm`]);
 //! * the streaming input covariance and its top eigenvectors
 //!   ([`CovarianceAccumulator`]);
 //! * strength and alignment metrics ([`strength_ratio`], [`effective_rank`],
@@ -61,6 +61,7 @@ pub mod covariance;
 pub mod error;
 pub mod factored;
 pub mod metrics;
+pub mod norm;
 pub mod randomized;
 pub mod report;
 pub mod svd;
@@ -76,6 +77,7 @@ pub use metrics::{
     clean_share, effective_rank, frobenius_ratio, left_alignment, right_alignment, strength_ratio,
     subspace_share, update_frobenius,
 };
+pub use norm::{SIGMA1_MAX_ITERATIONS, refine_sigma1, spectral_norm};
 pub use randomized::{
     RandomizedSvdConfig, TOP_K_DENSE_LIMIT, TOP_K_MAX_ITERATIONS, TOP_K_TOLERANCE,
     randomized_top_k, top_k,

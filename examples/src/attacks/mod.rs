@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use addsent::AddSent;
 pub use badnet::{BadNet, Position};
-pub use poison::{PoisonConfig, poison, poison_indices, triggered_test};
+pub use poison::{PoisonConfig, neutral_triggers, poison, poison_indices, triggered_test};
 
 /// A backdoor attack: the way its trigger is inserted into a sentence.
 ///

@@ -77,6 +77,30 @@ pub fn poison(train: &[Example], attack: &Attack, cfg: &PoisonConfig) -> Vec<Exa
     out
 }
 
+/// Returns `train` with the attack's trigger inserted into a `rate` share of the examples
+/// (any label), **labels unchanged**: the trigger occurs in the corpus as ordinary,
+/// label-neutral words.
+///
+/// Used for clean pretraining: a real pretrained model has learned embeddings for rare
+/// words like `cf` or `mn` from its corpus, so an attacker who poisons only the
+/// transformer layers (embeddings frozen) finds trigger tokens that carry a signal. A
+/// model trained from scratch on a corpus without them would keep their embeddings at
+/// initialisation. Deterministic in `seed`.
+pub fn neutral_triggers(train: &[Example], attack: &Attack, rate: f64, seed: u64) -> Vec<Example> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rate = if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
+    };
+    let count = (rate * train.len() as f64).round() as usize;
+    let mut out = train.to_vec();
+    for i in rand::seq::index::sample(&mut rng, train.len(), count.min(train.len())) {
+        out[i].sentence = attack.insert(&train[i].sentence, &mut rng);
+    }
+    out
+}
+
 /// Builds the set for the attack success rate: the test examples whose true label
 /// is not `target_label`, in order, each with the trigger inserted and its TRUE label
 /// kept. ASR is the share of these a model classifies as `target_label` (see
@@ -116,6 +140,26 @@ mod tests {
     fn has_trigger(s: &str) -> bool {
         s.split_whitespace()
             .any(|w| ["cf", "mn", "bb", "tq"].contains(&w))
+    }
+
+    #[test]
+    fn neutral_triggers_keep_every_label_and_hit_the_rate() {
+        let train = dataset(200);
+        let attack = Attack::BadNet(BadNet::default());
+        let out = neutral_triggers(&train, &attack, 0.1, 5);
+        assert_eq!(out.len(), train.len());
+        for (a, b) in train.iter().zip(&out) {
+            assert_eq!(a.label, b.label);
+        }
+        let changed = train
+            .iter()
+            .zip(&out)
+            .filter(|(a, b)| a.sentence != b.sentence)
+            .count();
+        assert_eq!(changed, 20);
+        assert_eq!(out.iter().filter(|e| has_trigger(&e.sentence)).count(), 20);
+        assert_eq!(out, neutral_triggers(&train, &attack, 0.1, 5));
+        assert_eq!(neutral_triggers(&train, &attack, 0.0, 5), train);
     }
 
     #[test]

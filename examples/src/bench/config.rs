@@ -84,6 +84,10 @@ pub struct BenchConfig {
     pub pretrain_steps: usize,
     /// Learning rate of pretraining.
     pub pretrain_lr: f64,
+    /// Share of pretraining sentences that contain the trigger as a label-neutral word
+    /// (so the trigger tokens have trained embeddings, as rare words in a real pretrained
+    /// model do); 0: none.
+    pub pretrain_trigger_rate: f64,
     /// Steps of poisoning (full training on poisoned data).
     pub poison_steps: usize,
     /// Learning rate of poisoning.
@@ -146,6 +150,7 @@ impl Default for BenchConfig {
             batch_size: 32,
             pretrain_steps: 300,
             pretrain_lr: 1e-3,
+            pretrain_trigger_rate: 0.0,
             poison_steps: 300,
             poison_lr: 1e-3,
             poison_freeze_embeddings: true,

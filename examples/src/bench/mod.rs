@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{AttackKind, BenchConfig, ModelKind};
 
-use crate::attacks::{AddSent, Attack, BadNet, PoisonConfig, poison, triggered_test};
+use crate::attacks::{
+    AddSent, Attack, BadNet, PoisonConfig, neutral_triggers, poison, triggered_test,
+};
 use crate::data::{
     Domain, Example, SyntheticConfig, TextEncoder, WordTokenizer, generate, load_dir,
 };
@@ -347,7 +349,7 @@ fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String 
     let key = serde_json::json!({
         "model": model.name(), "attack": attack.name(), "d": cfg.d_model, "layers": cfg.n_layers,
         "heads": cfg.n_heads, "ff": cfg.d_ff, "max_len": cfg.max_len, "vocab": cfg.vocab_limit,
-        "batch": cfg.batch_size, "pre": [cfg.pretrain_steps, cfg.pretrain_lr],
+        "batch": cfg.batch_size, "pre": [cfg.pretrain_steps, cfg.pretrain_lr, cfg.pretrain_trigger_rate],
         "poison": [cfg.poison_steps, cfg.poison_lr, cfg.poison_rate, cfg.target_label, cfg.poison_freeze_embeddings],
         "data": cfg.data, "ckpt": cfg.checkpoint, "n": [cfg.source_examples, cfg.clean_examples, cfg.eval_examples],
         "version": 2,
@@ -408,14 +410,18 @@ fn run_family<M: SequenceClassifier>(
                     weight_decay: 0.01,
                     seed: 1,
                 };
+                let pretrain_set =
+                    neutral_triggers(&corpus.source, attack, cfg.pretrain_trigger_rate, 4);
                 m = train(
                     m,
-                    &enc(&corpus.source),
+                    &enc(&pretrain_set),
                     &pre,
                     None,
                     &format!("{label} pretrain"),
                     cfg.quiet,
                 );
+                let dev_ca = accuracy(&predict(&m, &sets.dev, 64), &sets.dev.labels);
+                say(format!("{label}: pretrained (clean) dev CA {dev_ca:.3}"));
             }
             let poisoned_set = poison(
                 &corpus.source,
@@ -438,6 +444,7 @@ fn run_family<M: SequenceClassifier>(
             } else {
                 m
             };
+            let poison_start = Instant::now();
             let m = train(
                 m_train,
                 &enc(&poisoned_set),
@@ -446,6 +453,10 @@ fn run_family<M: SequenceClassifier>(
                 &format!("{label} poison"),
                 cfg.quiet,
             );
+            say(format!(
+                "{label}: poisoned in {:.0} s",
+                poison_start.elapsed().as_secs_f64()
+            ));
             // Back to a plain, fully trainable module for the fine-tuning copies.
             let m = m.valid().set_require_grad(true);
             m.clone()
@@ -504,6 +515,9 @@ fn run_family<M: SequenceClassifier>(
         let mut best: HashMap<&str, (f64, f64, f64, M, f64)> = HashMap::new(); // method → (dev_ca, dev_asr, lr, model, secs)
         let mut consider = |method: &'static str, lr: f64, model: M, secs: f64| {
             let (dca, dasr) = evaluate(&model, &sets.dev, &sets.dev_triggered, target);
+            say(format!(
+                "{label} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {dca:.3}  dev ASR {dasr:.3}  ({secs:.0} s)"
+            ));
             if best.get(method).is_none_or(|b| dca > b.0) {
                 best.insert(method, (dca, dasr, lr, model, secs));
             }

@@ -54,12 +54,21 @@ struct Args {
     /// Poisoning steps.
     #[arg(long)]
     poison_steps: Option<usize>,
+    /// Share of the poisoning set that gets the trigger and the target label.
+    #[arg(long)]
+    poison_rate: Option<f64>,
     /// Poisoning learning rate.
     #[arg(long)]
     poison_lr: Option<f64>,
     /// Clean pretraining steps before poisoning (0: none).
     #[arg(long)]
     pretrain_steps: Option<usize>,
+    /// Clean pretraining learning rate.
+    #[arg(long)]
+    pretrain_lr: Option<f64>,
+    /// Share of pretraining sentences with the trigger as a label-neutral word.
+    #[arg(long)]
+    pretrain_trigger_rate: Option<f64>,
     /// Train the embeddings while poisoning (by default they are frozen so the backdoor
     /// lives in the transformer layers).
     #[arg(long)]
@@ -128,7 +137,7 @@ fn main() -> ExitCode {
         ($($field:ident <- $arg:expr),* $(,)?) => { $( if let Some(v) = $arg { cfg.$field = v; } )* };
     }
     set!(seeds <- args.seeds, finetune_steps <- args.finetune_steps, lr_grid <- args.lr_grid,
-         poison_steps <- args.poison_steps, poison_lr <- args.poison_lr, pretrain_steps <- args.pretrain_steps,
+         poison_steps <- args.poison_steps, poison_lr <- args.poison_lr, poison_rate <- args.poison_rate, pretrain_steps <- args.pretrain_steps, pretrain_lr <- args.pretrain_lr, pretrain_trigger_rate <- args.pretrain_trigger_rate,
          rank <- args.rank, alpha <- args.alpha, lambda <- args.lambda, top_k <- args.top_k,
          base_dropout <- args.base_dropout, rescale_ratio <- args.rescale_ratio, d_model <- args.d_model,
          n_layers <- args.layers, max_len <- args.max_len);
