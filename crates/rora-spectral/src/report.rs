@@ -10,7 +10,6 @@ use crate::metrics::{
     clean_share, effective_rank, frobenius_ratio, left_alignment, right_alignment, strength_ratio,
     subspace_share, update_frobenius,
 };
-use crate::norm::refine_sigma1;
 use crate::randomized::top_k;
 use crate::threshold::{CriticalScale, critical_scale};
 
@@ -37,21 +36,19 @@ pub struct BaseSpectrum {
 
 impl BaseSpectrum {
     /// Top-`k` SVD of `w0: out×in` via [`crate::top_k`] (exact up to
-    /// `min(out, in) = 256`, adaptive randomized above); `sigma1` is then polished to near
-    /// machine precision by [`crate::refine_sigma1`] (so it can exceed
-    /// `singular_values[0]` by the randomized estimate's error).
+    /// `min(out, in) = 256`, adaptive randomized above, where `sigma1` has a relative error
+    /// below about `1e-4`; [`crate::spectral_norm`] polishes it to machine precision at the
+    /// cost of power iterations, which flat spectra make long).
     ///
     /// # Errors
     /// Empty/non-finite `w0`, [`SpectralError::InvalidArgument`] unless
     /// `1 ≤ k ≤ min(out, in)`.
     pub fn compute(w0: &DMatrix<f64>, k: usize) -> Result<BaseSpectrum, SpectralError> {
         let t = top_k(w0, k)?;
-        // The randomized estimate of σ1 is polished: Pt targets σ1(W0) itself.
-        let v1: DVector<f64> = t.v_t.row(0).transpose();
         Ok(BaseSpectrum {
             out: w0.nrows(),
             in_: w0.ncols(),
-            sigma1: refine_sigma1(w0, &v1, t.sigma1()),
+            sigma1: t.sigma1(),
             frobenius: w0.norm(),
             v: t.v(),
             u: t.u,
