@@ -1,5 +1,6 @@
 //! Charts of a benchmark run (plotters, SVG and PNG): the singular value spectra of `W0`,
-//! the LoRA update and the RoRA update for one layer, and CA / ASR per method.
+//! the LoRA update and the RoRA update for one layer, and CA / ASR per method; one panel
+//! per (model, attack).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -39,33 +40,67 @@ fn register_font() -> Result<(), String> {
     .clone()
 }
 
-/// Write `spectra.{svg,png}` and `ca_asr.{svg,png}` into `out`.
+/// Write `spectra.{svg,png}` and `ca_asr.{svg,png}` into `out`: one panel per
+/// (model, attack).
 pub fn write_charts(results: &Results, out: &Path) -> Result<(), String> {
     register_font()?;
+    let n_spectra = results.spectra.len().max(1);
+    let n_groups = groups(results).len().max(1);
     for ext in ["svg", "png"] {
         let spectra = out.join(format!("spectra.{ext}"));
         let bars = out.join(format!("ca_asr.{ext}"));
+        let (spectra_size, bars_size) = (canvas(n_spectra), canvas(n_groups));
         if ext == "svg" {
             draw_spectra(
-                &SVGBackend::new(&spectra, (800, 500)).into_drawing_area(),
+                &SVGBackend::new(&spectra, spectra_size).into_drawing_area(),
                 results,
             )?;
             draw_bars(
-                &SVGBackend::new(&bars, (800, 500)).into_drawing_area(),
+                &SVGBackend::new(&bars, bars_size).into_drawing_area(),
                 results,
             )?;
         } else {
             draw_spectra(
-                &BitMapBackend::new(&spectra, (800, 500)).into_drawing_area(),
+                &BitMapBackend::new(&spectra, spectra_size).into_drawing_area(),
                 results,
             )?;
             draw_bars(
-                &BitMapBackend::new(&bars, (800, 500)).into_drawing_area(),
+                &BitMapBackend::new(&bars, bars_size).into_drawing_area(),
                 results,
             )?;
         }
     }
     Ok(())
+}
+
+/// The (model, attack) pairs of a run, in run order.
+fn groups(results: &Results) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for p in &results.poisoned {
+        let g = (p.model.clone(), p.attack.clone());
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+/// Panels per row, and the canvas size for `n` panels.
+const PANEL_COLUMNS: usize = 2;
+
+fn canvas(n: usize) -> (u32, u32) {
+    let cols = n.min(PANEL_COLUMNS) as u32;
+    let rows = n.div_ceil(PANEL_COLUMNS) as u32;
+    (560 * cols.max(1), 400 * rows.max(1))
+}
+
+/// `n` panels of `area`, row by row.
+fn panels<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    n: usize,
+) -> Vec<DrawingArea<DB, Shift>> {
+    let cols = n.clamp(1, PANEL_COLUMNS);
+    area.split_evenly((n.div_ceil(cols).max(1), cols))
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> String {
@@ -77,11 +112,24 @@ fn draw_spectra<DB: DrawingBackend>(
     results: &Results,
 ) -> Result<(), String> {
     area.fill(&WHITE).map_err(err)?;
-    let Some(s) = results.spectra.first() else {
+    if results.spectra.is_empty() {
         area.titled("no spectra (no LoRA/RoRA run)", ("sans-serif", 20))
             .map_err(err)?;
         return area.present().map_err(err);
-    };
+    }
+    for (panel, s) in panels(area, results.spectra.len())
+        .iter()
+        .zip(&results.spectra)
+    {
+        draw_spectrum(panel, s)?;
+    }
+    area.present().map_err(err)
+}
+
+fn draw_spectrum<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    s: &super::Spectra,
+) -> Result<(), String> {
     let series: [(&str, &Vec<f64>, RGBColor); 3] = [
         ("W0", &s.base, BLACK),
         ("LoRA update", &s.lora, BLUE),
@@ -105,8 +153,8 @@ fn draw_spectra<DB: DrawingBackend>(
     };
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("singular values: {} ({} / {})", s.layer, s.model, s.attack),
-            ("sans-serif", 18),
+            format!("{} / {}: σ of {}", s.model, s.attack, s.layer),
+            ("sans-serif", 15),
         )
         .margin(10)
         .x_label_area_size(35)
@@ -147,7 +195,7 @@ fn draw_spectra<DB: DrawingBackend>(
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-    area.present().map_err(err)
+    Ok(())
 }
 
 fn draw_bars<DB: DrawingBackend>(
@@ -155,40 +203,56 @@ fn draw_bars<DB: DrawingBackend>(
     results: &Results,
 ) -> Result<(), String> {
     area.fill(&WHITE).map_err(err)?;
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    let poisoned_ca: Vec<f64> = results.poisoned.iter().map(|p| p.ca).collect();
-    let poisoned_asr: Vec<f64> = results.poisoned.iter().map(|p| p.asr).collect();
-    rows.push((
-        "poisoned".into(),
-        mean_sd(&poisoned_ca).0,
-        mean_sd(&poisoned_asr).0,
-    ));
+    let groups = groups(results);
+    for (panel, (model, attack)) in panels(area, groups.len()).iter().zip(&groups) {
+        draw_group_bars(panel, results, model, attack)?;
+    }
+    area.present().map_err(err)
+}
+
+/// CA and ASR (mean over seeds, ASR with a ±1 sd whisker) of the poisoned model and each
+/// method, for one (model, attack).
+fn draw_group_bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    results: &Results,
+    model: &str,
+    attack: &str,
+) -> Result<(), String> {
+    // (label, CA mean, ASR mean, ASR sd)
+    let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
+    if let Some(p) = results
+        .poisoned
+        .iter()
+        .find(|p| p.model == model && p.attack == attack)
+    {
+        rows.push(("poisoned".into(), p.ca, p.asr, 0.0));
+    }
     for m in METHODS {
-        let ca: Vec<f64> = results
+        let runs: Vec<_> = results
             .runs
             .iter()
-            .filter(|r| r.method == m)
-            .map(|r| r.ca)
+            .filter(|r| r.method == m && r.model == model && r.attack == attack)
             .collect();
-        let asr: Vec<f64> = results
-            .runs
-            .iter()
-            .filter(|r| r.method == m)
-            .map(|r| r.asr)
-            .collect();
-        if !ca.is_empty() {
-            rows.push((m.to_string(), mean_sd(&ca).0, mean_sd(&asr).0));
+        if !runs.is_empty() {
+            let ca: Vec<f64> = runs.iter().map(|r| r.ca).collect();
+            let (asr, asr_sd) = mean_sd(&runs.iter().map(|r| r.asr).collect::<Vec<_>>());
+            rows.push((m.to_string(), mean_sd(&ca).0, asr, asr_sd));
         }
     }
-    let n = rows.len();
+    let seeds = results
+        .runs
+        .iter()
+        .filter(|r| r.model == model && r.attack == attack && r.method == "lora")
+        .count();
+    let n = rows.len().max(1);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "CA and ASR per method (mean over models, attacks, seeds)",
-            ("sans-serif", 18),
+            format!("{model} / {attack}: CA and ASR (mean of {seeds} seeds)"),
+            ("sans-serif", 15),
         )
         .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
         .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..100f64)
         .map_err(err)?;
     let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
@@ -230,10 +294,23 @@ fn draw_bars<DB: DrawingBackend>(
         .label("ASR")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], asr_color.filled()));
     chart
+        .draw_series(
+            rows.iter()
+                .enumerate()
+                .filter(|(_, r)| r.3 > 0.0)
+                .map(|(i, r)| {
+                    let x = i as f64 + 0.21;
+                    let (lo, hi) = (100.0 * (r.2 - r.3), (100.0 * (r.2 + r.3)).min(100.0));
+                    PathElement::new(vec![(x, lo.max(0.0)), (x, hi)], BLACK.stroke_width(2))
+                }),
+        )
+        .map_err(err)?;
+    chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-    area.present().map_err(err)
+    Ok(())
 }

@@ -344,6 +344,27 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
     Ok(results)
 }
 
+/// Re-render `results.md`, the charts (and `doc`) into `out` from a saved `results.json`.
+///
+/// # Errors
+/// [`BenchError::Output`] when the file cannot be read, parsed or the outputs written.
+pub fn replot(
+    results_json: &std::path::Path,
+    out: &std::path::Path,
+    doc: Option<&std::path::Path>,
+) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(results_json)
+        .map_err(|e| BenchError::Output(format!("{}: {e}", results_json.display())))?;
+    let results: Results = serde_json::from_str(&text)
+        .map_err(|e| BenchError::Output(format!("{}: {e}", results_json.display())))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| BenchError::Output(format!("{}: {e}", out.display())))?;
+    let mut cfg = results.settings.clone();
+    cfg.out = out.to_path_buf();
+    cfg.doc = doc.map(std::path::Path::to_path_buf);
+    report::write_all(&results, &cfg)
+}
+
 fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String {
     // Every setting that shapes the poisoned model.
     let key = serde_json::json!({

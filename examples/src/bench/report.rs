@@ -142,18 +142,34 @@ pub fn write_all(results: &Results, cfg: &BenchConfig) -> Result<(), BenchError>
     let json =
         serde_json::to_string_pretty(results).map_err(|e| BenchError::Output(e.to_string()))?;
     let path = cfg.out.join("results.json");
-    std::fs::write(&path, json).map_err(|e| io(&path, &e))?;
+    write_atomic(&path, json.as_bytes()).map_err(|e| io(&path, &e))?;
     let tables = markdown(results);
     let path = cfg.out.join("results.md");
-    std::fs::write(&path, format!("# Backdoor benchmark results\n\n{tables}"))
-        .map_err(|e| io(&path, &e))?;
+    write_atomic(
+        &path,
+        format!("# Backdoor benchmark results\n\n{tables}").as_bytes(),
+    )
+    .map_err(|e| io(&path, &e))?;
     super::chart::write_charts(results, &cfg.out)
         .map_err(|e| BenchError::Output(format!("chart: {e}")))?;
     if let Some(doc) = &cfg.doc {
         let text = super::report::document(results, &tables);
-        std::fs::write(doc, text).map_err(|e| io(doc, &e))?;
+        write_atomic(doc, text.as_bytes()).map_err(|e| io(doc, &e))?;
     }
     Ok(())
+}
+
+/// Write `bytes` to a temporary file beside `path`, then rename it over `path`: a failed
+/// write leaves the previous file as it was.
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 /// The generated `docs/RESULTS.md`: settings, how they were chosen, tables.

@@ -100,6 +100,10 @@ struct Args {
     /// Maximum sequence length in tokens.
     #[arg(long)]
     max_len: Option<usize>,
+    /// Re-render results.md, the charts (and --doc) into --out from a results.json, without
+    /// training.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    replot: Option<PathBuf>,
     /// Print the settings as JSON and exit.
     #[arg(long)]
     print_settings: bool,
@@ -147,6 +151,18 @@ fn main() -> ExitCode {
             serde_json::to_string_pretty(&cfg).expect("settings serialize")
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(path) = &args.replot {
+        return match bench::replot(path, &cfg.out, cfg.doc.as_deref()) {
+            Ok(()) => {
+                println!("wrote {}/results.md and charts", cfg.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match bench::run(&cfg) {
         Ok(results) => {

@@ -213,7 +213,10 @@ mod tests {
     use safetensors::{Dtype, tensor::TensorView};
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+        t.into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 data")
     }
 
     fn random_norm(norm: &mut LayerNorm, d: usize, device: &Device) {
