@@ -51,6 +51,18 @@ fn quick_benchmark_writes_parseable_results() {
     }
     let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
     assert!(md.contains("| lora |") && md.contains("| rora |"));
+
+    // --replot redraws the same tables from results.json, without training.
+    let again = dir.path().join("replot");
+    bench::replot(&dir.path().join("results.json"), &again, None).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(again.join("results.md")).unwrap(),
+        md
+    );
+    for file in ["spectra.svg", "spectra.png", "ca_asr.svg", "ca_asr.png"] {
+        assert!(again.join(file).exists(), "replot did not write {file}");
+    }
+    assert!(bench::replot(&dir.path().join("missing.json"), &again, None).is_err());
 }
 
 #[test]
