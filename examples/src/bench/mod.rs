@@ -284,6 +284,14 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                     TextEncoder::Word(WordTokenizer::build(sentences, cfg.vocab_limit, &extra))
                 }
             };
+            let family = Family {
+                cfg,
+                model,
+                attack_kind,
+                attack: &attack,
+                encoder: &encoder,
+                corpus: &corpus,
+            };
             let device = Device::default();
             match model {
                 ModelKind::Bert => {
@@ -293,16 +301,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                         .with_n_layers(cfg.n_layers)
                         .with_d_ff(cfg.d_ff)
                         .with_max_len(cfg.max_len);
-                    run_family(
-                        cfg,
-                        model,
-                        attack_kind,
-                        &attack,
-                        &encoder,
-                        &corpus,
-                        &mut results,
-                        || bc.init(&device),
-                    )?
+                    run_family(&family, &mut results, || bc.init(&device))?
                 }
                 ModelKind::Llama => {
                     let lc = LlamaConfig::new(encoder.vocab_size())
@@ -311,30 +310,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                         .with_n_layers(cfg.n_layers)
                         .with_d_ff(cfg.d_ff)
                         .with_max_len(cfg.max_len);
-                    run_family(
-                        cfg,
-                        model,
-                        attack_kind,
-                        &attack,
-                        &encoder,
-                        &corpus,
-                        &mut results,
-                        || lc.init(&device),
-                    )?
+                    run_family(&family, &mut results, || lc.init(&device))?
                 }
                 ModelKind::Minilm => {
                     let dir = cfg.checkpoint.clone().expect("checked");
                     let m = minilm::load_hf_bert(&dir, 2, 0.1, &device)?;
-                    run_family(
-                        cfg,
-                        model,
-                        attack_kind,
-                        &attack,
-                        &encoder,
-                        &corpus,
-                        &mut results,
-                        || m.clone(),
-                    )?
+                    run_family(&family, &mut results, || m.clone())?
                 }
             }
         }
@@ -382,17 +363,32 @@ fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String 
     format!("{}-{}-{hash:016x}", model.name(), attack.name())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_family<M: SequenceClassifier>(
-    cfg: &BenchConfig,
-    model_kind: ModelKind,
+/// One (model, attack) of a run and what it runs on.
+#[derive(Clone, Copy)]
+struct Family<'a> {
+    cfg: &'a BenchConfig,
+    model: ModelKind,
     attack_kind: AttackKind,
-    attack: &Attack,
-    encoder: &TextEncoder,
-    corpus: &Corpus,
+    attack: &'a Attack,
+    encoder: &'a TextEncoder,
+    corpus: &'a Corpus,
+}
+
+/// Poison (or load the cached poisoned model), clean with every method and seed, and push
+/// the results; `init` makes the untrained model.
+fn run_family<M: SequenceClassifier>(
+    family: &Family<'_>,
     results: &mut Results,
     init: impl Fn() -> M,
 ) -> Result<(), BenchError> {
+    let Family {
+        cfg,
+        model: model_kind,
+        attack_kind,
+        attack,
+        encoder,
+        corpus,
+    } = *family;
     let target = cfg.target_label;
     let enc = |examples: &[Example]| Encoded::new(examples, encoder, cfg.max_len);
     let sets = EvalSets {

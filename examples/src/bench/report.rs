@@ -193,11 +193,7 @@ pub fn document(results: &Results, tables: &str) -> String {
     let _ = writeln!(
         out,
         "- models: {} (d_model {}, {} blocks, {} heads, d_ff {}), max length {}",
-        s.models
-            .iter()
-            .map(|m| m.name())
-            .collect::<Vec<_>>()
-            .join(", "),
+        models.join(", "),
         s.d_model,
         s.n_layers,
         s.n_heads,
@@ -207,11 +203,7 @@ pub fn document(results: &Results, tables: &str) -> String {
     let _ = writeln!(
         out,
         "- attacks: {}; poison rate {}, target label {}",
-        s.attacks
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join(", "),
+        attacks.join(", "),
         s.poison_rate,
         s.target_label
     );
