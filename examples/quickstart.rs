@@ -4,23 +4,13 @@ use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
-use rora::{
-    LoraConfig, LoraLinear, LoraModel, ParamSummary, RescaleLayers, Rora, RoraConfig, Targets,
-};
+use rora::{LoraConfig, LoraLinear, LoraModel, ParamSummary, Rora, RoraConfig, Targets};
 
-// 1. Use `LoraLinear` where you would use burn's `Linear`, and name the layers once.
-#[derive(Module, Debug)]
+// 1. Use `LoraLinear` where you would use burn's `Linear`, and derive `LoraModel`.
+#[derive(Module, LoraModel, Debug)]
 struct Mlp {
     fc1: LoraLinear,
     fc2: LoraLinear,
-}
-impl LoraModel for Mlp {
-    fn map_lora_linears(self, p: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
-        Mlp {
-            fc1: f(&rora::join_path(p, "fc1"), self.fc1),
-            fc2: f(&rora::join_path(p, "fc2"), self.fc2),
-        }
-    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,19 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fc1: LinearConfig::new(32, 64).init(&device).into(),
         fc2: LinearConfig::new(64, 2).init(&device).into(),
     };
-    // 2. Freeze the model and attach adapters (with RoRA's base-branch dropout, Cl) to fc1.
+    // 2. One call: freeze the model, attach adapters to fc1 (with RoRA's base-branch
+    //    dropout, Cl) and keep the head fc2 trainable.
+    let targets = Targets::parse(&["fc1"])?.with_modules_to_save(&["fc2"])?;
     let lora = LoraConfig::new(4, 8.0).with_base_dropout(0.1);
-    let mut model = rora::inject_lora(pretrained.no_grad(), &Targets::parse(&["fc1"])?, &lora)?;
+    let mut model = rora::inject_lora(pretrained, &targets, &lora)?;
     println!("{}", ParamSummary::of(&model));
     // 3. Prepare RoRA once: caches W0's top-k subspaces for the constraint (Tr).
-    let rora = Rora::prepare(
-        &model,
-        RoraConfig::new().with_top_k(8).with_rescale_layers(
-            RescaleLayers::new()
-                .with_patterns(vec!["fc1".into()])
-                .with_last_blocks(None),
-        ),
-    )?;
+    let rora = Rora::prepare(&model, RoraConfig::new().with_top_k(8))?;
     let mut optim = AdamWConfig::new().init();
     for step in 0..50 {
         let x = Tensor::<2>::random([16, 32], Distribution::Normal(0.0, 1.0), &device);
@@ -56,7 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-2, model, grads);
     }
-    // 4. After training: spectral rescaling (Pt), the report, and a PEFT adapter on disk.
+    // 4. After training: spectral rescaling (Pt) of every adapted layer, the report, and a
+    //    PEFT adapter on disk.
     let (model, report) = rora.rescale(model)?;
     println!(
         "{report}{}",
@@ -67,5 +53,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::path::Path::new("quickstart-adapter"),
         &Default::default(),
     )?;
+    println!("wrote quickstart-adapter/ (adapter_config.json, adapter_model.safetensors)");
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Shared helpers for rora's cross-crate integration tests: the two-layer MLP of the PEFT
 //! fixtures (as a [`LoraModel`] and with burn's own `Linear`s), fixture loading and the
 //! relative-error measure of the contract.
+//!
+//! The workspace README's Rust code is compiled and run here as a doctest
+//! ([`ReadmeDoctests`]), so the README cannot drift from the API.
 
 use std::path::PathBuf;
 
@@ -8,38 +11,23 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use rora::core::peft::{HostMatrix, TensorFile};
-use rora::{LoraLinear, LoraModel, join_path};
+use rora::{LoraLinear, LoraModel};
 
-/// `../shared` beside the workspace root.
-pub fn shared_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-/// The folder of fixture `name` (`peft-mlp` or `peft-mlp-rslora`).
+/// The folder of fixture `name` (`peft-mlp` or `peft-mlp-rslora`): `fixtures/<name>` in
+/// this crate, made by `fixtures/make_fixtures.py`.
 pub fn fixture_dir(name: &str) -> PathBuf {
-    shared_dir().join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// The fixtures' model: `y = fc2(tanh(fc1(x)))`.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct Mlp {
     /// First layer.
     pub fc1: LoraLinear,
     /// Second layer.
     pub fc2: LoraLinear,
-}
-
-impl LoraModel for Mlp {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        Mlp {
-            fc1: f(&join_path(prefix, "fc1"), self.fc1),
-            fc2: f(&join_path(prefix, "fc2"), self.fc2),
-        }
-    }
 }
 
 impl Mlp {
@@ -122,3 +110,8 @@ pub fn rel_error(got: Tensor<2>, want: Tensor<2>) -> f64 {
         .fold(0f64, |m, (g, w)| m.max((g - w).abs() as f64));
     max_err / max_abs.max(f64::MIN_POSITIVE)
 }
+
+/// The workspace README: its Rust code blocks run as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,5 +1,6 @@
-//! The interop contract: adapters saved by HuggingFace PEFT (../shared/fixtures) load into
-//! rora and reproduce PEFT's outputs; adapters rora saves have PEFT's keys and shapes.
+//! The interop contract: adapters saved by HuggingFace PEFT (`tests/fixtures`, made by
+//! `tests/fixtures/make_fixtures.py`) load into rora and reproduce PEFT's outputs;
+//! adapters rora saves have PEFT's keys and shapes.
 
 use burn::module::Lora;
 use burn::tensor::Device;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use regex::Regex;
+use rora_peft::TargetPattern;
 
 /// Inspect, merge and rescale HuggingFace PEFT LoRA adapters, natively.
 ///
@@ -14,6 +14,9 @@ use regex::Regex;
 /// prefix) name the base weight `<path>.weight`.
 ///
 /// Errors are one line on stderr (`error: ...`) with exit status 1; usage errors exit with 2.
+/// A failed command writes nothing: outputs are written to a temporary file and renamed
+/// into place only when complete and checked (no NaN or infinity), an output never
+/// replaces an input, and only a regular file is replaced unless `--force` is given.
 #[derive(Debug, Parser)]
 #[command(name = "rora", version, about, long_about)]
 pub struct Cli {
@@ -50,6 +53,39 @@ pub enum Command {
     Rescale(RescaleArgs),
 }
 
+/// How strictly the adapter's config is held to its tensors (shared by every command).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct StrictArgs {
+    /// Accept an adapter whose `target_modules` name modules that have no tensors in the
+    /// weights file (printed as a warning on stderr instead of an error). By default the
+    /// mismatch is an error: it usually means the wrong config or a truncated adapter.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+/// What may be replaced at `--out` (merge and rescale).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ForceArgs {
+    /// Write through what stands at an output path even if it is not a regular file: a
+    /// symbolic link is followed and the file it points to is replaced (the link is kept);
+    /// a device or FIFO is written to directly (not atomically). Without it, such an output
+    /// is refused and left untouched. An output that is one of the inputs is refused even
+    /// with --force.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl ForceArgs {
+    /// The writers' [`Overwrite`](rora_peft::Overwrite) policy.
+    pub fn overwrite(&self) -> rora_peft::Overwrite {
+        if self.force {
+            rora_peft::Overwrite::Force
+        } else {
+            rora_peft::Overwrite::RegularFile
+        }
+    }
+}
+
 /// Arguments of `rora inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -67,6 +103,9 @@ pub struct InspectArgs {
     /// carries no alignment information).
     #[arg(long, value_name = "K", default_value_t = 8, value_parser = parse_positive)]
     pub top_k: usize,
+    /// Strictness.
+    #[command(flatten)]
+    pub strict: StrictArgs,
 }
 
 /// Arguments of `rora merge`.
@@ -78,9 +117,16 @@ pub struct MergeArgs {
     /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
-    /// Output safetensors file (written atomically; its folder must exist).
+    /// Output safetensors file (written atomically; its folder must exist). Must not be
+    /// the base file or a file of the adapter.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Strictness.
+    #[command(flatten)]
+    pub strict: StrictArgs,
+    /// Overwriting.
+    #[command(flatten)]
+    pub force: ForceArgs,
 }
 
 /// Arguments of `rora rescale`.
@@ -92,20 +138,34 @@ pub struct RescaleArgs {
     /// Base model weights (for sigma1(W0)): a safetensors file in PyTorch layout.
     #[arg(long, value_name = "FILE")]
     pub base: PathBuf,
-    /// Output adapter folder (created if missing; files written atomically).
+    /// Output adapter folder (created if missing; files written atomically). Must not be
+    /// the input adapter folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Regex selecting the module paths to rescale, matched anywhere in the path
-    /// (anchor with ^...$); default: all layers. Example: 'layers\.(21|22|23)\.'.
-    #[arg(long, value_name = "PATTERN", value_parser = parse_regex)]
-    pub layers: Option<Regex>,
-    /// Target strength ratio sigma1(s'·B·A)/sigma1(W0) for the selected layers
+    /// Rescale only the layers matching PATTERN (repeatable; default: all layers). The
+    /// library's target syntax: a name matches a trailing run of path components
+    /// ('q_proj', 'self_attn.q_proj'), 're:REGEX' a whole-path regex
+    /// ('re:.*layers\.(21|22|23)\..*'), '=PATH' one exact path. A pattern that selects no
+    /// layer is an error.
+    #[arg(long = "layers", value_name = "PATTERN", value_parser = parse_pattern, action = clap::ArgAction::Append)]
+    pub layers: Vec<String>,
+    /// Keep only the selected layers of the last N blocks (a block is the last number in a
+    /// path, as in 'model.layers.31.self_attn.q_proj'; layers without one are kept).
+    #[arg(long, value_name = "N")]
+    pub last_blocks: Option<usize>,
+    /// Target strength ratio sigma1(s'·B·A)/sigma1(W0) for the selected layers, > 0
     /// [default: 1.0].
-    #[arg(long, value_name = "R", value_parser = parse_non_negative, conflicts_with = "factor")]
+    #[arg(long, value_name = "R", value_parser = parse_positive_real, conflicts_with = "factor")]
     pub target_ratio: Option<f64>,
-    /// Multiply the selected updates by F instead (s' = F·s).
-    #[arg(long, value_name = "F", value_parser = parse_non_negative)]
+    /// Multiply the selected updates by F instead (s' = F·s), > 0.
+    #[arg(long, value_name = "F", value_parser = parse_positive_real)]
     pub factor: Option<f64>,
+    /// Strictness.
+    #[command(flatten)]
+    pub strict: StrictArgs,
+    /// Overwriting.
+    #[command(flatten)]
+    pub force: ForceArgs,
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -116,19 +176,23 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_non_negative(s: &str) -> Result<f64, String> {
+fn parse_positive_real(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|e: std::num::ParseFloatError| e.to_string())?;
-    if v.is_finite() && v >= 0.0 {
+    if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err("must be a finite number >= 0".into())
+        // Zero would erase the update (an adapter rescale cannot process again), a negative
+        // value would flip it.
+        Err("must be a finite number > 0".into())
     }
 }
 
-fn parse_regex(s: &str) -> Result<Regex, String> {
-    Regex::new(s).map_err(|e| crate::error::one_line(&e.to_string()))
+fn parse_pattern(s: &str) -> Result<String, String> {
+    TargetPattern::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| crate::error::one_line(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -171,6 +235,24 @@ mod tests {
             "-1",
         ]);
         assert!(r.is_err());
+        for flag in ["--factor", "--target-ratio"] {
+            for bad in ["0", "0.0", "-0", "-2", "1e-400", "inf", "NaN"] {
+                let arg = format!("{flag}={bad}");
+                let r = Cli::try_parse_from([
+                    "rora",
+                    "rescale",
+                    "--adapter",
+                    "a",
+                    "--base",
+                    "b",
+                    "--out",
+                    "c",
+                    &arg,
+                ]);
+                let e = r.expect_err(bad);
+                assert!(e.to_string().contains("> 0"), "{flag} {bad}: {e}");
+            }
+        }
         let r = Cli::try_parse_from([
             "rora",
             "rescale",
@@ -181,7 +263,7 @@ mod tests {
             "--out",
             "c",
             "--layers",
-            "fc(",
+            "re:fc(",
         ]);
         assert!(r.is_err());
     }

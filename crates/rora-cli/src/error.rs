@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use rora_core::peft::AdapterError;
+use rora_peft::AdapterError;
 use rora_spectral::SpectralError;
 
 /// Everything that can make a `rora` command fail (usage errors are clap's and never get
@@ -67,17 +67,126 @@ pub enum CliError {
         /// The base checkpoint.
         base: PathBuf,
     },
-    /// `--layers` selected none of the adapter's layers.
-    #[error("--layers {pattern:?} matches none of the adapter's layers ({available})")]
-    NoLayerSelected {
-        /// The regex given.
-        pattern: String,
-        /// The adapter's module paths, comma-separated (possibly shortened).
-        available: String,
-    },
+    /// `--layers` / `--last-blocks` selected none of the adapter's layers, or a pattern
+    /// matched nothing.
+    #[error("--layers: {0}")]
+    NoLayerSelected(rora_peft::TargetError),
     /// Serializing the JSON report failed.
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// An output path is (or resolves to) one of the command's inputs.
+    #[error(
+        "--out {out} is the {what} {input} (same file): refusing to overwrite an input; choose another output",
+        out = out.display(),
+        input = input.display()
+    )]
+    OutputIsInput {
+        /// The `--out` argument.
+        out: PathBuf,
+        /// The input argument it aliases.
+        input: PathBuf,
+        /// Which input, e.g. `"base checkpoint (--base)"`.
+        what: &'static str,
+    },
+    /// What stands at an output path is not a regular file (a symbolic link, a device, ...)
+    /// and `--force` was not given.
+    #[error("output: {0}{hint}", hint = force_hint(.0))]
+    UnsafeOutput(AdapterError),
+    /// A tensor of the base checkpoint that would be read or copied holds NaN or infinity.
+    #[error(
+        "base tensor {key:?} in {base} holds {count} non-finite value(s) (NaN or infinity){context}",
+        base = base.display()
+    )]
+    NonFiniteBase {
+        /// The base tensor key.
+        key: String,
+        /// The base checkpoint.
+        base: PathBuf,
+        /// How many values are not finite.
+        count: usize,
+        /// What follows for the command, e.g. `"; nothing written"`.
+        context: &'static str,
+    },
+    /// Folding the adapter into a base weight gives NaN or infinity (e.g. a huge
+    /// `lora_alpha` or `lora_B`, or a value beyond the dtype's range).
+    #[error(
+        "layer {path:?}: the merged weight {key:?} (W0 + s·B·A, s = {scale:e}) would hold {count} of {total} value(s) that are not finite in {dtype}; nothing written"
+    )]
+    NonFiniteMerge {
+        /// The module path.
+        path: String,
+        /// The base tensor key.
+        key: String,
+        /// How many merged values are not finite.
+        count: usize,
+        /// How many values the weight has.
+        total: usize,
+        /// The adapter's scale `s`.
+        scale: f64,
+        /// The dtype written.
+        dtype: String,
+    },
+    /// The spectral analysis of a layer overflows float64 (finite inputs, e.g. a huge
+    /// `lora_alpha`).
+    #[error(
+        "layer {path:?}: the analysis of s·B·A overflows with s = {scale:e} (lora_alpha / r, or / sqrt(r) with rsLoRA): {source}"
+    )]
+    Overflow {
+        /// The module path.
+        path: String,
+        /// The adapter's scale `s`.
+        scale: f64,
+        /// The underlying error.
+        #[source]
+        source: SpectralError,
+    },
+    /// A selected layer's base weight is zero, so no strength ratio is defined.
+    #[error(
+        "layer {path:?}: base weight {key:?} in {base} is all zeros (sigma1(W0) = 0): the strength ratio is undefined, nothing to rescale against",
+        base = base.display()
+    )]
+    ZeroBase {
+        /// The module path.
+        path: String,
+        /// The base tensor key.
+        key: String,
+        /// The base checkpoint.
+        base: PathBuf,
+    },
+    /// A selected layer's update `s·B·A` is zero (e.g. an untrained adapter, `lora_B = 0`).
+    #[error(
+        "layer {path:?}: the update s·B·A is zero (an untrained adapter has lora_B = 0): there is nothing to rescale; leave the layer out with --layers"
+    )]
+    ZeroUpdate {
+        /// The module path.
+        path: String,
+    },
+    /// The rescaled factors, as written (float32), miss the requested strength.
+    #[error(
+        "layer {path:?}: the rescaled factors give {what} {achieved:e}, target {target:e} (relative tolerance {tolerance:e}){hint}; nothing written",
+        hint = if *achieved == 0.0 { ", they underflow float32 to zero" } else { "" }
+    )]
+    RescaleMissed {
+        /// The module path.
+        path: String,
+        /// What was measured: `"strength ratio"` or `"update factor"`.
+        what: &'static str,
+        /// The value reached.
+        achieved: f64,
+        /// The value asked for.
+        target: f64,
+        /// The relative tolerance.
+        tolerance: f64,
+    },
+}
+
+fn force_hint(e: &AdapterError) -> &'static str {
+    match e {
+        AdapterError::UnsafeOutput { kind, .. } if kind.ends_with("it is kept as it is") => {
+            " (pass --force to write through it)"
+        }
+        _ => "",
+    }
 }
 
 /// Details of [`CliError::ShapeMismatch`]: both sides of a layer whose factors do not fit
@@ -117,11 +226,28 @@ impl CliError {
     /// (`"base"`, `"adapter"`, `"output"`) at `path`; the path is added only when the error
     /// does not name a file itself.
     pub fn file(kind: &str, path: &std::path::Path, source: AdapterError) -> Self {
-        let context = match source {
+        let names_a_file = match &source {
             AdapterError::Io { .. }
             | AdapterError::InvalidSafetensors { .. }
-            | AdapterError::InvalidConfig { .. } => kind.to_string(),
-            _ => format!("{kind} {}", path.display()),
+            | AdapterError::InvalidConfig { .. }
+            | AdapterError::NotADirectory { .. }
+            | AdapterError::NotAFile { .. }
+            | AdapterError::NonFiniteOutput { .. }
+            | AdapterError::EmptyAdapter { .. }
+            | AdapterError::UnmatchedTargets { .. }
+            | AdapterError::UnsafeOutput { .. } => true,
+            AdapterError::UnsupportedDtype { path, .. }
+            | AdapterError::MissingTensor { path, .. }
+            | AdapterError::UnexpectedTensor { path, .. }
+            | AdapterError::NotAMatrix { path, .. }
+            | AdapterError::FactorShape { path, .. }
+            | AdapterError::NonFinite { path, .. } => !path.as_os_str().is_empty(),
+            _ => false,
+        };
+        let context = if names_a_file || path.as_os_str().is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind} {}", path.display())
         };
         CliError::Adapter { context, source }
     }

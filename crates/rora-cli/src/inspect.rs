@@ -3,14 +3,15 @@
 use std::io::Write;
 use std::path::Path;
 
-use rora_core::peft::{PeftAdapter, TensorFile};
-use rora_spectral::{BaseSpectrum, LayerReport, render_table};
+use rora_peft::TensorFile;
+use rora_spectral::{BaseSpectrum, LayerReport, SpectralError, render_table};
 use serde::Serialize;
 
 use crate::cli::InspectArgs;
 use crate::error::CliError;
 use crate::pairing::pair_layers;
 use crate::progress::layer_bar;
+use crate::{RunOptions, read_adapter};
 
 /// The JSON document `rora inspect --json` prints: `{"layers": [...]}`, one
 /// [`LayerReport`] per adapted layer in module-path order.
@@ -30,29 +31,33 @@ pub fn inspect(
     base: &Path,
     adapter_dir: &Path,
     top_k: usize,
-    progress: bool,
+    options: &RunOptions,
 ) -> Result<Vec<LayerReport>, CliError> {
-    let adapter =
-        PeftAdapter::read(adapter_dir).map_err(|e| CliError::file("adapter", adapter_dir, e))?;
+    let adapter = read_adapter(adapter_dir, options)?;
     let base_file = TensorFile::open(base).map_err(|e| CliError::file("base", base, e))?;
     let pairs = pair_layers(&adapter, &base_file, base)?;
-    let bar = layer_bar(pairs.len(), "inspect", progress);
+    let bar = layer_bar(pairs.len(), "inspect", options.progress);
     let mut reports = Vec::with_capacity(pairs.len());
     for pair in &pairs {
         bar.set_message(pair.path.clone());
         let factors = &adapter.layers[&pair.path];
         let spectrum = {
-            let w0 = base_file
-                .matrix(&pair.weight_key)
-                .map_err(|e| CliError::file("base", base, e))?
-                .to_dmatrix();
+            let w0 = crate::pairing::base_matrix(&base_file, pair, base, "")?.to_dmatrix();
             let k = top_k.clamp(1, max_k(pair.out, pair.inp));
             BaseSpectrum::compute(&w0, k).map_err(|e| CliError::spectral(&pair.path, e))?
         };
         let b = factors.b.to_dmatrix();
         let a = factors.a.to_dmatrix();
         let report = LayerReport::compute(&pair.path, &spectrum, &b, &a, pair.scale, None)
-            .map_err(|e| CliError::spectral(&pair.path, e))?;
+            .map_err(|e| match e {
+                // Finite inputs, non-finite intermediate: the scaled update overflows.
+                SpectralError::NonFinite { .. } => CliError::Overflow {
+                    path: pair.path.clone(),
+                    scale: pair.scale,
+                    source: e,
+                },
+                e => CliError::spectral(&pair.path, e),
+            })?;
         reports.push(report);
         bar.inc(1);
     }
@@ -69,7 +74,8 @@ pub fn max_k(out: usize, inp: usize) -> usize {
 
 /// Run `rora inspect`: the table (or, with `--json`, the [`InspectDocument`]) on `out`.
 pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let layers = inspect(&args.base, &args.adapter, args.top_k, true)?;
+    let options = RunOptions::from_flags(args.strict, crate::cli::ForceArgs::default());
+    let layers = inspect(&args.base, &args.adapter, args.top_k, &options)?;
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&InspectDocument { layers })?;
         s.push('\n');

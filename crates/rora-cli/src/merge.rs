@@ -6,16 +6,18 @@ use std::io::Write;
 use std::path::Path;
 
 use memmap2::Mmap;
-use rora_core::peft::{
-    AdapterError, LayerFactors, PeftAdapter, RawTensor, TensorFile, encode_f32,
-    write_safetensors_atomic,
+use rora_peft::{
+    AdapterError, LayerFactors, RawTensor, TensorFile, encode_f32, non_finite_count,
+    write_safetensors_atomic_with,
 };
 use safetensors::SafeTensors;
 
 use crate::cli::MergeArgs;
 use crate::error::CliError;
+use crate::guard::{check_output_file, inputs, unsafe_output};
 use crate::pairing::{LayerPair, pair_layers};
 use crate::progress::layer_bar;
+use crate::{RunOptions, read_adapter};
 
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,14 +69,18 @@ impl RawFile {
 /// is copied byte for byte, and the base file's `__metadata__` is kept. Base weights are read
 /// one at a time from the memory map; the output is assembled in memory and written with a
 /// temporary file in `out`'s folder renamed over `out`, so a failure leaves no partial file.
+///
+/// Refused before anything is written: `out` aliasing an input or (without
+/// [`Overwrite::Force`](rora_peft::Overwrite::Force)) not a regular file; a base tensor to
+/// be read or copied, or a merged weight (in its dtype), holding NaN or infinity.
 pub fn merge(
     base: &Path,
     adapter_dir: &Path,
     out: &Path,
-    progress: bool,
+    options: &RunOptions,
 ) -> Result<MergeSummary, CliError> {
-    let adapter =
-        PeftAdapter::read(adapter_dir).map_err(|e| CliError::file("adapter", adapter_dir, e))?;
+    check_output_file(out, out, &inputs(base, adapter_dir), options.overwrite)?;
+    let adapter = read_adapter(adapter_dir, options)?;
     let base_file = TensorFile::open(base).map_err(|e| CliError::file("base", base, e))?;
     let pairs = pair_layers(&adapter, &base_file, base)?;
     let by_key: BTreeMap<&str, &LayerPair> =
@@ -82,19 +88,42 @@ pub fn merge(
 
     let raw = RawFile::open(base)?;
     let parsed = raw.parse(base)?;
-    let bar = layer_bar(pairs.len(), "merge", progress);
+    let bar = layer_bar(pairs.len(), "merge", options.progress);
     let mut tensors: BTreeMap<String, RawTensor> = BTreeMap::new();
     let mut copied = 0;
-    for (name, view) in parsed.iter() {
+    // In name order, so that the first layer to fail is always the same one.
+    let mut views = parsed.iter().collect::<Vec<_>>();
+    views.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, view) in views {
         let tensor = match by_key.get(name) {
             Some(pair) => {
                 bar.set_message(pair.path.clone());
                 let w0 = base_file
                     .tensor(name)
                     .map_err(|e| CliError::file("base", base, e))?;
+                let count = w0.data.iter().filter(|v| !v.is_finite()).count();
+                if count > 0 {
+                    return Err(CliError::NonFiniteBase {
+                        key: name.to_string(),
+                        base: base.to_path_buf(),
+                        count,
+                        context: "; nothing written",
+                    });
+                }
                 let merged = merged_weight(&w0.data, &adapter.layers[&pair.path], pair.scale);
                 let bytes = encode_f32(&merged, view.dtype(), name)
                     .map_err(|e| CliError::adapter("merging", e))?;
+                let count = non_finite_count(view.dtype(), &bytes);
+                if count > 0 {
+                    return Err(CliError::NonFiniteMerge {
+                        path: pair.path.clone(),
+                        key: name.to_string(),
+                        count,
+                        total: merged.len(),
+                        scale: pair.scale,
+                        dtype: format!("{:?}", view.dtype()),
+                    });
+                }
                 bar.inc(1);
                 RawTensor {
                     dtype: view.dtype(),
@@ -103,6 +132,15 @@ pub fn merge(
                 }
             }
             None => {
+                let count = non_finite_count(view.dtype(), view.data());
+                if count > 0 {
+                    return Err(CliError::NonFiniteBase {
+                        key: name.to_string(),
+                        base: base.to_path_buf(),
+                        count,
+                        context: " and would be copied into the output; nothing written",
+                    });
+                }
                 copied += 1;
                 RawTensor {
                     dtype: view.dtype(),
@@ -114,8 +152,8 @@ pub fn merge(
         tensors.insert(name.to_string(), tensor);
     }
     bar.finish_and_clear();
-    write_safetensors_atomic(out, &tensors, raw.metadata())
-        .map_err(|e| CliError::file("output", out, e))?;
+    write_safetensors_atomic_with(out, &tensors, raw.metadata(), options.overwrite)
+        .map_err(unsafe_output)?;
     Ok(MergeSummary {
         merged: pairs.into_iter().map(|p| p.path).collect(),
         copied,
@@ -156,7 +194,8 @@ pub fn merged_weight(w0: &[f32], factors: &LayerFactors, scale: f64) -> Vec<f32>
 
 /// Run `rora merge` and print a one-line summary on `out`.
 pub fn run(args: &MergeArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let summary = merge(&args.base, &args.adapter, &args.out, true)?;
+    let options = RunOptions::from_flags(args.strict, args.force);
+    let summary = merge(&args.base, &args.adapter, &args.out, &options)?;
     let text = format!(
         "merged {} adapted layer(s) ({}), copied {} tensor(s) unchanged -> {}\n",
         summary.merged.len(),
@@ -170,7 +209,7 @@ pub fn run(args: &MergeArgs, out: &mut dyn Write) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rora_core::peft::HostMatrix;
+    use rora_peft::HostMatrix;
 
     #[test]
     fn merged_weight_matches_dense_product() {

@@ -1,12 +1,12 @@
 //! Matching the adapter's layers to the base checkpoint's weights.
 //!
 //! PEFT stores factors under `base_model.model.<path>.lora_A.weight`; the module path
-//! `<path>` (prefix stripped by [`rora_core::peft::parse_factor_key`]) names the base weight
+//! `<path>` (prefix stripped by [`rora_peft::parse_factor_key`]) names the base weight
 //! `<path>.weight`, stored PyTorch-style as `[out, in]`.
 
 use std::path::Path;
 
-use rora_core::peft::{LayerFactors, PeftAdapter, TensorFile};
+use rora_peft::{LayerFactors, PeftAdapter, TensorFile};
 use safetensors::Dtype;
 
 use crate::error::{CliError, LayerShapeMismatch};
@@ -93,6 +93,29 @@ fn pair_one(
         dtype,
         scale: adapter.scale_for(path),
     })
+}
+
+/// Read the base weight of `pair` from `base` (opened from `base_path`), refusing NaN or
+/// infinity ([`CliError::NonFiniteBase`], with `context` appended to the message).
+pub fn base_matrix(
+    base: &TensorFile,
+    pair: &LayerPair,
+    base_path: &Path,
+    context: &'static str,
+) -> Result<rora_peft::HostMatrix, CliError> {
+    let w0 = base
+        .matrix(&pair.weight_key)
+        .map_err(|e| CliError::file("base", base_path, e))?;
+    let count = w0.non_finite_count();
+    if count > 0 {
+        return Err(CliError::NonFiniteBase {
+            key: pair.weight_key.clone(),
+            base: base_path.to_path_buf(),
+            count,
+            context,
+        });
+    }
+    Ok(w0)
 }
 
 /// Suggest base keys that end like the missing one (same last two path components), e.g.

@@ -10,30 +10,23 @@ use std::io::Write;
 use std::path::Path;
 
 use nalgebra::DMatrix;
-use regex::Regex;
-use rora_core::peft::{HostMatrix, LayerFactors, PeftAdapter, TensorFile};
-use rora_spectral::{SpectralError, factored_svd, scale_to_sigma1, spectral_norm};
+use rora_peft::{HostMatrix, LayerFactors, LayerSelection, TensorFile};
+pub use rora_spectral::RescaleTarget;
+use rora_spectral::{SpectralError, factored_svd, spectral_norm_f64};
 use serde::Serialize;
 
 use crate::cli::RescaleArgs;
 use crate::error::CliError;
-use crate::pairing::pair_layers;
+use crate::guard::{check_output_dir, inputs, unsafe_output};
+use crate::pairing::{base_matrix, pair_layers};
 use crate::progress::layer_bar;
+use crate::{RunOptions, read_adapter};
 
-/// How selected layers are rescaled.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RescaleTarget {
-    /// Make `σ1(s'·B·A) / σ1(W0)` equal this ratio (the paper uses `1`).
-    Ratio(f64),
-    /// Multiply the update by this factor: `s' = s·F`.
-    Factor(f64),
-}
-
-impl Default for RescaleTarget {
-    fn default() -> Self {
-        RescaleTarget::Ratio(1.0)
-    }
-}
+/// Relative tolerance within which the rescaled factors, as written (float32), must reach
+/// their target: the strength ratio `σ1(s·B''·A'')/σ1(W0)` for `--target-ratio`, the update
+/// factor `σ1(s·B''·A'')/σ1(s·B·A)` for `--factor`. Float32 rounding of the factors moves
+/// either by about `1e-7`.
+pub const RESCALE_TOLERANCE: f64 = 1e-5;
 
 /// The outcome for one layer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,12 +37,13 @@ pub struct RescaleRow {
     pub selected: bool,
     /// The adapter's scale `s` (unchanged in the written config).
     pub scale: f64,
-    /// `σ1(W0)`.
-    pub sigma1_base: f64,
-    /// `σ1(s·B·A)/σ1(W0)` before.
-    pub old_ratio: f64,
-    /// `σ1(s·B''·A'')/σ1(W0)` after, from the factors as written (float32).
-    pub new_ratio: f64,
+    /// `σ1(W0)` (selected layers only: unselected ones are not read from the base).
+    pub sigma1_base: Option<f64>,
+    /// `σ1(s·B·A)/σ1(W0)` before (selected layers only).
+    pub old_ratio: Option<f64>,
+    /// `σ1(s·B''·A'')/σ1(W0)` after, from the factors as written (float32; selected layers
+    /// only).
+    pub new_ratio: Option<f64>,
     /// The factor `s'/s` applied to the update (`1` for unselected layers).
     pub factor: f64,
 }
@@ -57,110 +51,129 @@ pub struct RescaleRow {
 /// Rescale the adapter at `adapter_dir` against the base checkpoint `base` and write the new
 /// adapter to `out_dir` (created if missing; both files written atomically).
 ///
-/// `layers` selects module paths (regex, matched anywhere in the path; `None` selects all);
-/// a pattern that selects nothing is an error and writes nothing. Unselected layers are
-/// written with exactly the factors read.
+/// `layers` selects module paths with the library's rule ([`LayerSelection`]: every layer
+/// by default); a pattern that selects nothing is an error and writes nothing. Unselected
+/// layers are written with exactly the factors read (their base weights are not read).
+///
+/// Each selected layer must have a finite, non-zero base weight and a non-zero update; its
+/// rescaled factors must be finite and, as written, reach the target within
+/// [`RESCALE_TOLERANCE`]. `out_dir` must not be the adapter folder, and its two files must
+/// not alias an input or (without [`Overwrite::Force`](rora_peft::Overwrite::Force)) be
+/// anything but regular files. Any failure writes nothing.
 pub fn rescale(
     adapter_dir: &Path,
     base: &Path,
     out_dir: &Path,
-    layers: Option<&Regex>,
+    layers: &LayerSelection,
     target: RescaleTarget,
-    progress: bool,
+    options: &RunOptions,
 ) -> Result<Vec<RescaleRow>, CliError> {
-    let adapter =
-        PeftAdapter::read(adapter_dir).map_err(|e| CliError::file("adapter", adapter_dir, e))?;
+    target
+        .validate()
+        .map_err(|e| CliError::spectral("--target-ratio/--factor", e))?;
+    check_output_dir(out_dir, &inputs(base, adapter_dir), options.overwrite)?;
+    let adapter = read_adapter(adapter_dir, options)?;
     let base_file = TensorFile::open(base).map_err(|e| CliError::file("base", base, e))?;
     let pairs = pair_layers(&adapter, &base_file, base)?;
-    let selected = |path: &str| layers.is_none_or(|re| re.is_match(path));
-    if let Some(re) = layers
-        && !pairs.iter().any(|p| selected(&p.path))
-    {
-        let mut names: Vec<&str> = pairs.iter().map(|p| p.path.as_str()).take(8).collect();
-        if pairs.len() > 8 {
-            names.push("...");
-        }
-        return Err(CliError::NoLayerSelected {
-            pattern: re.as_str().to_string(),
-            available: names.join(", "),
-        });
-    }
+    let chosen = layers
+        .select(pairs.iter().map(|p| p.path.as_str()))
+        .map_err(CliError::NoLayerSelected)?;
+    let selected = |path: &str| chosen.iter().any(|c| c == path);
 
-    let bar = layer_bar(pairs.len(), "rescale", progress);
+    let bar = layer_bar(chosen.len(), "rescale", options.progress);
     let mut out = adapter.clone();
     let mut rows = Vec::with_capacity(pairs.len());
     for pair in &pairs {
-        bar.set_message(pair.path.clone());
         let path = &pair.path;
+        let s = pair.scale;
+        if !selected(path) {
+            rows.push(RescaleRow {
+                path: path.clone(),
+                selected: false,
+                scale: s,
+                sigma1_base: None,
+                old_ratio: None,
+                new_ratio: None,
+                factor: 1.0,
+            });
+            continue;
+        }
+        bar.set_message(path.clone());
         let spectral = |e| CliError::spectral(path, e);
         let sigma1_base = {
-            let w0 = base_file
-                .matrix(&pair.weight_key)
-                .map_err(|e| CliError::file("base", base, e))?
-                .to_dmatrix();
-            spectral_norm(&w0).map_err(spectral)?
+            let w0 = base_matrix(&base_file, pair, base, "; nothing written")?;
+            // The row-major [out, in] buffer read as a column-major [in, out] matrix is W0ᵀ,
+            // which has the same σ1: no copy, and float32 halves the memory traffic of
+            // each Lanczos product (its sums are float64).
+            let w0t = DMatrix::from_vec(w0.cols, w0.rows, w0.data);
+            spectral_norm_f64(&w0t).map_err(spectral)?
         };
+        if sigma1_base == 0.0 {
+            return Err(CliError::ZeroBase {
+                path: path.clone(),
+                key: pair.weight_key.clone(),
+                base: base.to_path_buf(),
+            });
+        }
+        if s == 0.0 {
+            return Err(spectral(SpectralError::InvalidArgument(
+                "the adapter's scale is zero (lora_alpha = 0): no factor rescales it".into(),
+            )));
+        }
         let factors = &adapter.layers[path];
         let (b, a) = (factors.b.to_dmatrix(), factors.a.to_dmatrix());
-        let s = pair.scale;
-        let old_ratio = ratio(&b, &a, s, sigma1_base).map_err(spectral)?;
-        let is_selected = selected(path);
-        let (factor, new_ratio) = if is_selected {
-            let factor = match target {
-                RescaleTarget::Factor(f) => f,
-                RescaleTarget::Ratio(r) => {
-                    if s == 0.0 {
-                        return Err(spectral(SpectralError::InvalidArgument(
-                            "the adapter's scale is zero (lora_alpha = 0): no factor rescales it"
-                                .into(),
-                        )));
-                    }
-                    scale_to_sigma1(&b, &a, s, r * sigma1_base).map_err(spectral)? / s
-                }
-            };
-            let root = factor.sqrt();
-            let new = LayerFactors {
-                a: HostMatrix::from_dmatrix(&(&a * root)),
-                b: HostMatrix::from_dmatrix(&(&b * root)),
-            };
-            if !new.a.is_finite() || !new.b.is_finite() {
-                return Err(spectral(SpectralError::NonFinite {
-                    what: "rescaled factors (float32 overflow)",
-                }));
-            }
-            let new_ratio = ratio(&new.b.to_dmatrix(), &new.a.to_dmatrix(), s, sigma1_base)
-                .map_err(spectral)?;
-            out.layers.insert(path.clone(), new);
-            (factor, new_ratio)
-        } else {
-            (1.0, old_ratio)
+        let sigma1_update = factored_svd(&b, &a, s).map_err(spectral)?.sigma1();
+        if sigma1_update == 0.0 {
+            return Err(CliError::ZeroUpdate { path: path.clone() });
+        }
+        let old_ratio = sigma1_update / sigma1_base;
+        let factor = target
+            .factor(sigma1_base, sigma1_update)
+            .map_err(spectral)?;
+        let root = factor.sqrt();
+        let new = LayerFactors {
+            a: HostMatrix::from_dmatrix(&(&a * root)),
+            b: HostMatrix::from_dmatrix(&(&b * root)),
         };
+        if !new.a.is_finite() || !new.b.is_finite() {
+            return Err(spectral(SpectralError::NonFinite {
+                what: "rescaled factors (float32 overflow)",
+            }));
+        }
+        let new_update = factored_svd(&new.b.to_dmatrix(), &new.a.to_dmatrix(), s)
+            .map_err(spectral)?
+            .sigma1();
+        let new_ratio = new_update / sigma1_base;
+        let (what, achieved, wanted) = match target {
+            RescaleTarget::Ratio(rho) => ("strength ratio", new_ratio, rho),
+            _ => ("update factor", new_update / sigma1_update, factor),
+        };
+        let within = (achieved - wanted).abs() <= RESCALE_TOLERANCE * wanted;
+        if !within {
+            return Err(CliError::RescaleMissed {
+                path: path.clone(),
+                what,
+                achieved,
+                target: wanted,
+                tolerance: RESCALE_TOLERANCE,
+            });
+        }
+        out.layers.insert(path.clone(), new);
         rows.push(RescaleRow {
             path: path.clone(),
-            selected: is_selected,
+            selected: true,
             scale: s,
-            sigma1_base,
-            old_ratio,
-            new_ratio,
+            sigma1_base: Some(sigma1_base),
+            old_ratio: Some(old_ratio),
+            new_ratio: Some(new_ratio),
             factor,
         });
         bar.inc(1);
     }
     bar.finish_and_clear();
-    out.write(out_dir)
-        .map_err(|e| CliError::file("output", out_dir, e))?;
+    out.write_with(out_dir, options.overwrite)
+        .map_err(unsafe_output)?;
     Ok(rows)
-}
-
-/// `σ1(s·B·A)/σ1(W0)`, from the factors.
-fn ratio(
-    b: &DMatrix<f64>,
-    a: &DMatrix<f64>,
-    s: f64,
-    sigma1_base: f64,
-) -> Result<f64, SpectralError> {
-    let sigma1_update = factored_svd(b, a, s)?.sigma1();
-    Ok(sigma1_update / sigma1_base)
 }
 
 /// The per-layer report as a table.
@@ -170,6 +183,7 @@ pub fn render_rows(rows: &[RescaleRow]) -> String {
         "{:<width$}  {:>10}  {:>12}  {:>10}  {:>10}  {:>10}\n",
         "layer", "scale", "sigma1(W0)", "old ratio", "new ratio", "factor"
     );
+    let num = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
     for r in rows {
         let factor = if r.selected {
             format!("{:.6}", r.factor)
@@ -177,8 +191,13 @@ pub fn render_rows(rows: &[RescaleRow]) -> String {
             "kept".to_string()
         };
         s.push_str(&format!(
-            "{:<width$}  {:>10.4}  {:>12.6}  {:>10.6}  {:>10.6}  {:>10}\n",
-            r.path, r.scale, r.sigma1_base, r.old_ratio, r.new_ratio, factor
+            "{:<width$}  {:>10.4}  {:>12}  {:>10}  {:>10}  {:>10}\n",
+            r.path,
+            r.scale,
+            num(r.sigma1_base, 6),
+            num(r.old_ratio, 6),
+            num(r.new_ratio, 6),
+            factor
         ));
     }
     s
@@ -191,13 +210,18 @@ pub fn run(args: &RescaleArgs, out: &mut dyn Write) -> Result<(), CliError> {
         (Some(r), None) => RescaleTarget::Ratio(r),
         (None, None) => RescaleTarget::default(),
     };
+    let layers = LayerSelection {
+        patterns: args.layers.clone(),
+        last_blocks: args.last_blocks,
+    };
+    let options = RunOptions::from_flags(args.strict, args.force);
     let rows = rescale(
         &args.adapter,
         &args.base,
         &args.out,
-        args.layers.as_ref(),
+        &layers,
         target,
-        true,
+        &options,
     )?;
     let mut text = render_rows(&rows);
     text.push_str(&format!("wrote {}\n", args.out.display()));
@@ -214,9 +238,9 @@ mod tests {
             path: "fc1".into(),
             selected: false,
             scale: 2.0,
-            sigma1_base: 3.0,
-            old_ratio: 0.1,
-            new_ratio: 0.1,
+            sigma1_base: None,
+            old_ratio: None,
+            new_ratio: None,
             factor: 1.0,
         }];
         let t = render_rows(&rows);

@@ -1,237 +1,204 @@
-//! Bad input: each case is one `error: ...` line on stderr, exit status 1, no panic, and no
-//! output file or folder created.
+//! The bad-input suite: every hostile case of `common::hostile` is run against the built
+//! `rora` binary. Each run must end with the documented exit status (1 for errors, 2 for
+//! usage errors), no panic, one `error: ...` line naming the problem (file, key, shape), no
+//! output on stdout, and every file of the scratch folder — inputs and previous outputs —
+//! byte for byte and mode for mode as before (no file written, removed, or left behind).
+//!
+//! `RORA_BAD_INPUT_TRACE=1 cargo test -p rora-cli --test bad_input -- --nocapture` prints
+//! every case's exit status and message.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
+use common::hostile::{Scratch, cases, snapshot, with};
 use common::*;
-use rora_core::peft::{RawTensor, write_safetensors_atomic};
-
-/// A scratch copy of a fixture (base + adapter) that a test may damage.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let src = fixture(name);
-        std::fs::create_dir(dir.path().join("adapter")).unwrap();
-        for f in [
-            "model.safetensors",
-            "adapter/adapter_config.json",
-            "adapter/adapter_model.safetensors",
-        ] {
-            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
-        }
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        Scratch { dir }
-    }
-    fn base(&self) -> PathBuf {
-        self.dir.path().join("model.safetensors")
-    }
-    fn adapter(&self) -> PathBuf {
-        self.dir.path().join("adapter")
-    }
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
-    }
-}
-
-/// Run all three commands on the scratch inputs; each must fail cleanly with a message
-/// containing every string of `expect`, and leave `out/` empty.
-fn all_commands_fail(s: &Scratch, expect: &[&str]) {
-    let merged = s.out().join("merged.safetensors");
-    let rescaled = s.out().join("rescaled");
-    let runs: Vec<Vec<OsString>> = vec![
-        vec![
-            "inspect".into(),
-            "--base".into(),
-            s.base().into(),
-            "--adapter".into(),
-            s.adapter().into(),
-        ],
-        vec![
-            "inspect".into(),
-            "--json".into(),
-            "--base".into(),
-            s.base().into(),
-            "--adapter".into(),
-            s.adapter().into(),
-        ],
-        vec![
-            "merge".into(),
-            "--base".into(),
-            s.base().into(),
-            "--adapter".into(),
-            s.adapter().into(),
-            "--out".into(),
-            merged.into(),
-        ],
-        vec![
-            "rescale".into(),
-            "--base".into(),
-            s.base().into(),
-            "--adapter".into(),
-            s.adapter().into(),
-            "--out".into(),
-            rescaled.into(),
-        ],
-    ];
-    for args in runs {
-        let o = rora_os(&args);
-        let line = assert_one_line_error(&o);
-        assert!(
-            o.stdout.is_empty(),
-            "{args:?}: stdout {:?}",
-            String::from_utf8_lossy(&o.stdout)
-        );
-        for e in expect {
-            assert!(line.contains(e), "{args:?}: {line:?} should mention {e:?}");
-        }
-        let left: Vec<_> = std::fs::read_dir(s.out()).unwrap().collect();
-        assert!(left.is_empty(), "{args:?}: output left behind: {left:?}");
-    }
-}
 
 #[test]
-fn missing_files() {
-    let s = Scratch::new("peft-mlp");
-    std::fs::remove_file(s.base()).unwrap();
-    all_commands_fail(&s, &["model.safetensors"]);
-
-    let s = Scratch::new("peft-mlp");
-    std::fs::remove_file(s.adapter().join("adapter_model.safetensors")).unwrap();
-    all_commands_fail(&s, &["adapter_model.safetensors"]);
-
-    let s = Scratch::new("peft-mlp");
-    std::fs::remove_file(s.adapter().join("adapter_config.json")).unwrap();
-    all_commands_fail(&s, &["adapter_config.json"]);
-}
-
-#[test]
-fn truncated_safetensors() {
-    for victim in ["model.safetensors", "adapter/adapter_model.safetensors"] {
-        let s = Scratch::new("peft-mlp");
-        let p = s.dir.path().join(victim);
-        let bytes = std::fs::read(&p).unwrap();
-        for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 3] {
-            std::fs::write(&p, &bytes[..cut]).unwrap();
-            all_commands_fail(
-                &s,
-                &[Path::new(victim).file_name().unwrap().to_str().unwrap()],
-            );
+fn every_hostile_input_fails_cleanly_and_changes_nothing() {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    let all = cases();
+    assert!(all.len() >= 60, "{} cases", all.len());
+    for case in &all {
+        let s = Scratch::new();
+        let expect = (case.setup)(&s);
+        let before = snapshot(s.dir.path());
+        let devices: Vec<bool> = ["/dev/null", "/dev/full"]
+            .iter()
+            .map(|d| is_char_device(Path::new(d)))
+            .collect();
+        for args in &expect.runs {
+            runs += 1;
+            let o = rora_os(args);
+            let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+            let mut problems = Vec::new();
+            if std::env::var_os("RORA_BAD_INPUT_TRACE").is_some() {
+                eprintln!("{}: [{:?}] {}", case.name, o.status.code(), stderr.trim());
+            }
+            if o.status.code() != Some(expect.code) {
+                problems.push(format!(
+                    "exit status {:?}, expected {}",
+                    o.status.code(),
+                    expect.code
+                ));
+            }
+            if stderr.contains("panicked") || stderr.contains("internal error") {
+                problems.push("panicked".into());
+            }
+            if !o.stdout.is_empty() {
+                problems.push(format!("stdout: {:?}", String::from_utf8_lossy(&o.stdout)));
+            }
+            if expect.code == 1 {
+                let lines: Vec<&str> = stderr.lines().collect();
+                if lines.len() != 1 || !lines[0].starts_with("error: ") {
+                    problems.push("not one `error: ` line".into());
+                }
+            }
+            for name in &expect.names {
+                if !stderr.contains(name.as_str()) {
+                    problems.push(format!("message does not name {name:?}"));
+                }
+            }
+            if snapshot(s.dir.path()) != before {
+                problems.push("files under the scratch folder changed".into());
+            }
+            let now: Vec<bool> = ["/dev/null", "/dev/full"]
+                .iter()
+                .map(|d| is_char_device(Path::new(d)))
+                .collect();
+            if now != devices {
+                problems.push("a device was replaced".into());
+            }
+            if !problems.is_empty() {
+                failures.push(format!(
+                    "{}: rora {}\n    {}\n    stderr: {}",
+                    case.name,
+                    args.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    problems.join("; "),
+                    stderr.trim()
+                ));
+            }
         }
     }
-}
-
-#[test]
-fn unknown_peft_type() {
-    let s = Scratch::new("peft-mlp");
-    let p = s.adapter().join("adapter_config.json");
-    let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("\"LORA\"", "\"IA3\"")).unwrap();
-    all_commands_fail(&s, &["IA3"]);
-}
-
-#[test]
-fn mismatched_shapes_name_both_sides() {
-    let s = Scratch::new("peft-mlp");
-    let mut tensors = BTreeMap::new();
-    tensors.insert(
-        "fc1.weight".to_string(),
-        RawTensor::f32(vec![31, 16], &[0.5; 31 * 16]),
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs misbehaved:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
-    tensors.insert("fc1.bias".to_string(), RawTensor::f32(vec![32], &[0.0; 32]));
-    tensors.insert(
-        "fc2.weight".to_string(),
-        RawTensor::f32(vec![8, 32], &[0.1; 8 * 32]),
-    );
-    tensors.insert("fc2.bias".to_string(), RawTensor::f32(vec![8], &[0.0; 8]));
-    write_safetensors_atomic(&s.base(), &tensors, None).unwrap();
-    all_commands_fail(&s, &["\"fc1\"", "\"fc1.weight\"", "[31, 16]"]);
+}
+
+fn is_char_device(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+fn run_ok(args: &[OsString]) -> (String, String) {
+    let o = rora_os(args);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{args:?}: {stderr}");
+    (String::from_utf8_lossy(&o.stdout).to_string(), stderr)
 }
 
 #[test]
-fn layer_missing_from_base_names_both_sides() {
-    let s = Scratch::new("peft-mlp");
-    let mut tensors = BTreeMap::new();
-    tensors.insert(
-        "fc1.weight".to_string(),
-        RawTensor::f32(vec![32, 16], &[0.5; 32 * 16]),
+fn lenient_accepts_unmatched_target_modules_with_a_warning() {
+    let s = Scratch::new();
+    s.set_config(
+        "target_modules",
+        Some(serde_json::json!(["fc1", "fc2", "fc3"])),
     );
-    write_safetensors_atomic(&s.base(), &tensors, None).unwrap();
-    all_commands_fail(&s, &["\"fc2\"", "\"fc2.weight\""]);
-}
-
-#[test]
-fn output_folder_missing_and_empty_selection() {
-    let dir = fixture("peft-mlp");
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("no/such/dir/merged.safetensors");
-    let o = rora_os([
-        OsStr::new("merge"),
-        OsStr::new("--base"),
-        dir.join("model.safetensors").as_os_str(),
-        OsStr::new("--adapter"),
-        dir.join("adapter").as_os_str(),
-        OsStr::new("--out"),
-        out.as_os_str(),
-    ]);
-    assert_one_line_error(&o);
+    let out = s.p("other/merged.safetensors");
+    let merge = s.merge_with(&s.base(), &s.adapter(), &out);
+    let o = rora_os(&merge);
+    assert_eq!(o.status.code(), Some(1));
     assert!(!out.exists());
-
-    let out = tmp.path().join("rescaled");
-    let o = rora_os([
-        OsStr::new("rescale"),
-        OsStr::new("--base"),
-        dir.join("model.safetensors").as_os_str(),
-        OsStr::new("--adapter"),
-        dir.join("adapter").as_os_str(),
-        OsStr::new("--out"),
-        out.as_os_str(),
-        OsStr::new("--layers"),
-        OsStr::new("attention"),
-    ]);
-    let line = assert_one_line_error(&o);
-    assert!(line.contains("attention") && line.contains("fc1"), "{line}");
-    assert!(!out.exists());
+    let (_, stderr) = run_ok(&with(vec![merge], &["--lenient"])[0]);
+    assert!(
+        stderr.starts_with("warning: ") && stderr.contains("fc3"),
+        "{stderr}"
+    );
+    assert!(out.is_file());
+    for args in with(s.inspect(), &["--lenient"]) {
+        run_ok(&args);
+    }
 }
 
 #[test]
-fn usage_errors_exit_with_2() {
-    for args in [
-        &["merge", "--base", "x"][..],
-        &[
-            "rescale",
-            "--adapter",
-            "a",
-            "--base",
-            "b",
-            "--out",
-            "c",
-            "--factor",
-            "nan",
-        ][..],
-        &[
-            "rescale",
-            "--adapter",
-            "a",
-            "--base",
-            "b",
-            "--out",
-            "c",
-            "--layers",
-            "((",
-        ][..],
-        &["inspect", "--adapter", "a", "--base", "b", "--top-k", "0"][..],
-        &["frobnicate"][..],
+fn force_writes_through_a_symlink_and_keeps_it() {
+    let s = Scratch::new();
+    let target = s.p("other/real.safetensors");
+    std::fs::write(&target, b"old").unwrap();
+    let link = s.p("out/link.safetensors");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let args = with(
+        vec![s.merge_with(&s.base(), &s.adapter(), &link)],
+        &["--force"],
+    );
+    run_ok(&args[0]);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let merged = matrix(&target, "fc1.weight");
+    let want = matrix(
+        &fixture("peft-mlp").join("io.safetensors"),
+        "merged.fc1.weight",
+    );
+    assert!(rel_err(&merged, &want) < 1e-5);
+    // Nothing left beside the target.
+    let names: Vec<_> = std::fs::read_dir(s.p("other"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["real.safetensors"], "{names:?}");
+}
+
+#[test]
+fn outputs_get_the_mode_a_new_file_gets() {
+    let s = Scratch::new();
+    let plain = s.p("other/plain");
+    std::fs::File::create(&plain).unwrap();
+    let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+    let merged = s.p("other/merged.safetensors");
+    run_ok(&s.merge_with(&s.base(), &s.adapter(), &merged));
+    let rescaled = s.p("other/rescaled");
+    run_ok(&s.rescale_with(&s.base(), &s.adapter(), &rescaled));
+    for f in [
+        merged,
+        rescaled.join("adapter_config.json"),
+        rescaled.join("adapter_model.safetensors"),
     ] {
-        let o = rora(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+        let got = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            got,
+            want,
+            "{}: {got:o}, a new file gets {want:o}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn a_successful_run_replaces_the_previous_output_and_leaves_no_temporary_file() {
+    let s = Scratch::new();
+    run_ok(&s.merge());
+    run_ok(&s.rescale());
+    assert_ne!(
+        std::fs::read(s.p("out/merged.safetensors")).unwrap(),
+        common::hostile::PREVIOUS_MERGE
+    );
+    for dir in ["out", "out/rescaled"] {
+        for e in std::fs::read_dir(s.p(dir)).unwrap() {
+            let name = e.unwrap().file_name();
+            assert!(!name.to_string_lossy().starts_with(".rora-"), "{name:?}");
+        }
     }
 }

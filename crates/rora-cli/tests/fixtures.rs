@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use rora_core::peft::PeftAdapter;
+use rora_peft::PeftAdapter;
 use std::ffi::OsStr;
 
 #[test]
@@ -226,7 +226,7 @@ fn rescale_reaches_the_target_ratio_and_keeps_the_format() {
 fn rescale_by_factor_and_unselected_layers_are_bit_identical() {
     let name = "peft-mlp";
     let base = fixture(name).join("model.safetensors");
-    let (old, new, report) = run_rescale(name, &["--layers", "^fc2$", "--factor", "3"]);
+    let (old, new, report) = run_rescale(name, &["--layers", "=fc2", "--factor", "3"]);
     assert_eq!(
         new.layers["fc1"], old.layers["fc1"],
         "unselected layer changed"
@@ -248,7 +248,7 @@ fn library_functions_agree_with_the_binary() {
         &dir.join("model.safetensors"),
         &dir.join("adapter"),
         4,
-        false,
+        &rora_cli::RunOptions::default(),
     )
     .unwrap();
     assert_eq!(reports.len(), 2);
@@ -257,13 +257,13 @@ fn library_functions_agree_with_the_binary() {
         &dir.join("adapter"),
         &dir.join("model.safetensors"),
         tmp.path(),
-        None,
+        &rora_peft::LayerSelection::all(),
         rora_cli::rescale::RescaleTarget::Ratio(2.0),
-        false,
+        &rora_cli::RunOptions::default(),
     )
     .unwrap();
     for r in rows {
         assert!(r.selected);
-        assert!((r.new_ratio - 2.0).abs() < 1e-4, "{r:?}");
+        assert!((r.new_ratio.unwrap() - 2.0).abs() < 1e-4, "{r:?}");
     }
 }

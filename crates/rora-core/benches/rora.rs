@@ -15,20 +15,12 @@ use burn::nn::LinearConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::DMatrix;
-use rora_core::rora::{RescaleLayers, Rora, RoraConfig};
-use rora_core::{LoraConfig, LoraLinear, LoraModel, join_path};
+use rora_core::rora::{Rora, RoraConfig};
+use rora_core::{LoraConfig, LoraLinear};
 
 #[derive(Module, Debug)]
 struct One {
     query: LoraLinear,
-}
-
-impl LoraModel for One {
-    fn map_lora_linears(self, p: &str, f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
-        One {
-            query: f(&join_path(p, "query"), self.query),
-        }
-    }
 }
 
 fn train_step(c: &mut Criterion) {
@@ -100,14 +92,7 @@ fn rescale(c: &mut Criterion) {
         down_proj: adapted(FF, D, &device),
     };
     // One-time top-k SVD of every W0 (not measured).
-    let config = RoraConfig::new()
-        .with_top_k(8)
-        .with_base_dropout(0.0)
-        .with_rescale_layers(
-            RescaleLayers::new()
-                .with_patterns(vec!["re:.*".into()])
-                .with_last_blocks(None),
-        );
+    let config = RoraConfig::new().with_top_k(8);
     let rora = Rora::prepare(&block, config).unwrap();
     group.bench_function("one_block_7_layers", |b| {
         b.iter(|| std::hint::black_box(rora.rescale(block.clone()).unwrap()))

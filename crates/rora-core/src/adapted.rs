@@ -45,6 +45,9 @@ pub struct AdaptedLayer {
     pub a_id: ParamId,
     /// Parameter id of `B`.
     pub b_id: ParamId,
+    /// Parameter id of the scale (`lora.scale` of a [`LoraLinear`](crate::LoraLinear);
+    /// `None` for burn-native adapters, whose scale is not a parameter).
+    pub scale_id: Option<ParamId>,
     /// `W0` in burn's layout `[in, out]` (detached).
     pub base: Tensor<2>,
     /// `A: [r, in]` (PEFT layout; for burn-native adapters the transpose of burn's `a`).
@@ -55,6 +58,12 @@ pub struct AdaptedLayer {
     /// reach of module visitors, so it must be supplied (it is `alpha / rank` of the
     /// `burn::module::Lora` that was applied); see [`AdaptedLayer::scale_or`].
     pub scale: Option<f64>,
+    /// Whether the update is folded into the weight ([`LoraLinear::merge`]); `base` then
+    /// holds `W0 + ΔW`, not `W0`, and analysis of the layer is refused. Always `false` for
+    /// burn-native adapters.
+    ///
+    /// [`LoraLinear::merge`]: crate::LoraLinear::merge
+    pub merged: bool,
 }
 
 /// A burn-native adapter's scale was needed but not given.
@@ -121,7 +130,7 @@ struct Collector {
     path: Vec<String>,
     containers: Vec<String>,
     matrices: Vec<(String, ParamId, Tensor<2>)>,
-    scales: Vec<(String, f64)>,
+    scales: Vec<(String, ParamId, f64)>,
     layers: Vec<(String, AdapterKind)>,
 }
 
@@ -154,18 +163,27 @@ impl Collector {
             ) else {
                 continue;
             };
-            let (a_t, b_t, scale) = match kind {
-                AdapterKind::LoraLinear => {
-                    let scale_path = join(prefix, "lora.scale");
-                    let scale = self
-                        .scales
-                        .iter()
-                        .rev()
-                        .find(|(p, _)| *p == scale_path)
-                        .map(|(_, s)| *s);
-                    (a.2.clone(), b.2.clone(), scale)
-                }
-                AdapterKind::BurnNative => (a.2.clone().transpose(), b.2.clone().transpose(), None),
+            let value = |name: &str| {
+                let path = join(prefix, name);
+                self.scales
+                    .iter()
+                    .rev()
+                    .find(|(p, _, _)| *p == path)
+                    .map(|(_, id, s)| (*id, *s))
+            };
+            let (a_t, b_t, scale, merged) = match kind {
+                AdapterKind::LoraLinear => (
+                    a.2.clone(),
+                    b.2.clone(),
+                    value("lora.scale"),
+                    value("lora.merged").is_some_and(|(_, m)| m != 0.0),
+                ),
+                AdapterKind::BurnNative => (
+                    a.2.clone().transpose(),
+                    b.2.clone().transpose(),
+                    None,
+                    false,
+                ),
             };
             out.push(AdaptedLayer {
                 path,
@@ -175,23 +193,19 @@ impl Collector {
                 b_path,
                 a_id: a.1,
                 b_id: b.1,
+                scale_id: scale.map(|(id, _)| id),
                 base: w.2.clone().inner(),
                 a: a_t,
                 b: b_t,
-                scale,
+                scale: scale.map(|(_, s)| s),
+                merged,
             });
         }
         out
     }
 }
 
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
-}
+use crate::peft::join_path as join;
 
 impl ModuleVisitor for Collector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
@@ -235,7 +249,7 @@ impl ModuleVisitor for Collector {
                     .try_into_vec_as::<f64>()
                     .expect("reading the LoRA scale");
                 if let Some(&s) = v.first() {
-                    self.scales.push((path, s));
+                    self.scales.push((path, param.id, s));
                 }
             }
             _ => {}

@@ -15,11 +15,11 @@ use burn::tensor::Tensor;
 
 use crate::adapted::{AdaptedLayer, AdapterKind, adapted_layers};
 use crate::convert::{host_to_tensor, tensor_to_host};
-use crate::inject::LoraModel;
+use crate::lora_model::LoraModel;
 use crate::peft::{
     AdapterError, Factor, HostMatrix, LayerFactors, PeftAdapter, PeftLoraConfig, factor_key,
 };
-use crate::replace::replace_params;
+use crate::replace::{ReplaceError, replace_params};
 
 /// Settings for moving adapters in and out of models.
 #[derive(Debug, Clone, Default)]
@@ -183,8 +183,23 @@ pub fn apply_adapter<M: Module>(
             }
         }
     }
-    let (model, _) = replace_params(model, values);
-    Ok(model)
+    replace_params(model, values).map_err(model_mismatch)
+}
+
+/// A parameter `adapted_layers` reported that the model then lacked: named, never silent.
+fn model_mismatch(e: ReplaceError) -> AdapterError {
+    match e {
+        ReplaceError::UnknownParam { path, hint } => AdapterError::UnknownLayer { path, hint },
+        ReplaceError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => AdapterError::ShapeMismatch {
+            key: path,
+            expected,
+            found,
+        },
+    }
 }
 
 /// Create adapters from a PEFT file on the [`LoraLinear`](crate::LoraLinear) layers of

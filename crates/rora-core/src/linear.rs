@@ -18,6 +18,11 @@ pub struct LoraFactors {
     /// The scale `s` as a one-element frozen parameter, so that it is saved with the model
     /// and visible to module visitors (RoRA's analysis reads it there).
     pub scale: Param<Tensor<1>>,
+    /// `[1]` frozen, 1 when the update has been folded into the base weight by
+    /// [`LoraLinear::merge`], 0 otherwise. A parameter, not a host flag, so that it is saved
+    /// and loaded with the weight it describes: loading a merged model into a freshly adapted
+    /// one cannot add `ΔW` twice.
+    pub merged: Param<Tensor<1>>,
 }
 
 impl LoraFactors {
@@ -28,12 +33,34 @@ impl LoraFactors {
 
     /// The scale `s`, read back to the host.
     pub fn scale_value(&self) -> f64 {
+        first_value(&self.scale)
+    }
+
+    /// Whether the update is folded into the base weight, read back to the host.
+    pub fn is_merged(&self) -> bool {
+        first_value(&self.merged) != 0.0
+    }
+
+    /// The scale the adapter branch of the forward pass uses: `s`, or 0 when merged.
+    fn branch_scale(&self) -> Tensor<1> {
         self.scale
             .val()
-            .inner()
-            .try_into_vec_as::<f64>()
-            .expect("reading the LoRA scale")[0]
+            .mul(self.merged.val().neg().add_scalar(1.0))
     }
+
+    fn with_merged(mut self, merged: bool) -> Self {
+        let device = self.merged.device();
+        let flag = Tensor::<1>::from_floats([if merged { 1.0 } else { 0.0 }], &device);
+        self.merged = replace_param(self.merged, flag);
+        self
+    }
+}
+
+fn first_value(p: &Param<Tensor<1>>) -> f64 {
+    p.val()
+        .inner()
+        .try_into_vec_as::<f64>()
+        .expect("reading a one-element parameter")[0]
 }
 
 /// A linear layer `y = x·W0 + bias` with an optional LoRA adapter, computed factored:
@@ -77,7 +104,6 @@ pub struct LoraLinear {
     pub dropout: Dropout,
     /// Dropout on the frozen branch's output (RoRA's Cl).
     pub base_dropout: Dropout,
-    merged: bool,
     enabled: bool,
 }
 
@@ -96,7 +122,6 @@ impl LoraLinear {
             lora: None,
             dropout: DropoutConfig::new(0.0).init(),
             base_dropout: DropoutConfig::new(0.0).init(),
-            merged: false,
             enabled: true,
         }
     }
@@ -196,6 +221,7 @@ impl LoraLinear {
             b: Param::from_tensor(align(b)),
             scale: Param::from_tensor(Tensor::<1>::from_floats([scale as f32], &device))
                 .set_require_grad(false),
+            merged: Param::from_tensor(Tensor::<1>::zeros([1], &device)).set_require_grad(false),
         });
         self
     }
@@ -236,9 +262,10 @@ impl LoraLinear {
         self.lora.as_ref().map(LoraFactors::scale_value)
     }
 
-    /// `true` when the update has been folded into `weight` by [`merge`](Self::merge).
+    /// `true` when the update has been folded into `weight` by [`merge`](Self::merge)
+    /// (read from the saved `lora.merged` parameter).
     pub fn is_merged(&self) -> bool {
-        self.merged
+        self.lora.as_ref().is_some_and(LoraFactors::is_merged)
     }
 
     /// `true` when the adapter contributes to the output (the default).
@@ -273,44 +300,54 @@ impl LoraLinear {
     }
 
     /// Fold the update into the base weight (`W0 ← W0 + s·Aᵀ·Bᵀ`) for inference. The
-    /// factors are kept, so [`unmerge`](Self::unmerge) can undo it. No-op without an adapter
-    /// or when already merged.
+    /// factors are kept, so [`unmerge`](Self::unmerge) can undo it, and the merged state is
+    /// saved with the model. No-op without an adapter or when already merged.
     pub fn merge(mut self) -> Self {
-        if self.merged {
+        if self.is_merged() {
             return self;
         }
         if let Some(delta) = self.delta_weight() {
             let w = self.weight.val().inner() + delta;
             self.weight = replace_param(self.weight, w);
-            self.merged = true;
+            self.lora = self.lora.map(|l| l.with_merged(true));
         }
         self
     }
 
     /// Undo [`merge`](Self::merge): `W0 ← W − s·Aᵀ·Bᵀ`, exact up to float32 round-off.
     pub fn unmerge(mut self) -> Self {
-        if !self.merged {
+        if !self.is_merged() {
             return self;
         }
         if let Some(delta) = self.delta_weight() {
             let w = self.weight.val().inner() - delta;
             self.weight = replace_param(self.weight, w);
         }
-        self.merged = false;
+        self.lora = self.lora.map(|l| l.with_merged(false));
         self
+    }
+
+    /// Merge the update into the weight and drop the adapter (PEFT's `merge_and_unload`):
+    /// a plain layer computing `x·(W0 + s·Aᵀ·Bᵀ) + bias` with no adapter branch left.
+    pub fn merge_and_unload(self) -> Self {
+        let mut layer = self.merge();
+        layer.lora = None;
+        layer
     }
 
     /// The layer's output for `input: [..., in]`: `[..., out]`.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         match &self.lora {
-            Some(lora) if self.enabled && !self.merged => {
+            // A merged layer's weight already holds ΔW: its branch scale is 0 (read from the
+            // saved `merged` parameter on the device, so no host round-trip).
+            Some(lora) if self.enabled => {
                 let base =
                     self.base_dropout
                         .forward(linear(input.clone(), self.weight.val(), bias));
                 let x = self.dropout.forward(input);
                 let h = linear(x, lora.a.val().transpose(), None);
-                let h = h.mul(lora.scale.val().reshape([1; D]));
+                let h = h.mul(lora.branch_scale().reshape([1; D]));
                 base + linear(h, lora.b.val().transpose(), None)
             }
             _ => linear(input, self.weight.val(), bias),
@@ -385,11 +422,25 @@ mod tests {
         let base = LinearConfig::new(10, 8).init(&device);
         let x = Tensor::<2>::random([4, 10], Distribution::Normal(0.0, 1.0), &device);
         let y0 = base.forward(x.clone());
+        // W0 in PyTorch layout [out, in], and its top-2 singular triplets (exact SVD).
+        let w0 = tensor_to_dmatrix(base.weight.val().transpose());
+        let svd = rora_spectral::svd(&w0).unwrap().rank_k(2);
         let l = LoraLinear::from_linear(base, &LoraConfig::new(2, 4.0).with_init(LoraInit::Pissa))
             .unwrap();
         l.forward(x)
             .into_data()
             .assert_approx_eq::<f32>(&y0.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+        // The adapter holds the principal part: s·B·A = U_r·Σ_r·V_rᵀ ...
+        let lora = l.lora.as_ref().unwrap();
+        let s = lora.scale_value();
+        let update = tensor_to_dmatrix(lora.b.val()) * tensor_to_dmatrix(lora.a.val()) * s;
+        let principal = svd.reconstruct();
+        let err = (&update - &principal).norm() / principal.norm();
+        assert!(err < 1e-5, "s·B·A vs U_r Σ_r V_rᵀ: relative error {err}");
+        // ... and the frozen weight the residual, W0 − U_r·Σ_r·V_rᵀ.
+        let residual = tensor_to_dmatrix(l.weight.val().transpose());
+        let err = (&residual - (&w0 - &principal)).norm() / w0.norm();
+        assert!(err < 1e-5, "residual weight: relative error {err}");
     }
 
     #[test]

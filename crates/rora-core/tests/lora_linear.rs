@@ -2,7 +2,7 @@
 //! unmerge invert each other, a zero `B` changes nothing, and training touches only the
 //! adapter.
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::LinearConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::module::linear;
@@ -136,11 +136,11 @@ fn summary_counts_trainable_adapter_params() {
     .unwrap();
     let s = rora_core::ParamSummary::of(&layer);
     assert_eq!(s.trainable, 4 * (16 + 8));
-    // weight, bias, A, B and the one-element scale.
-    assert_eq!(s.total, 16 * 8 + 8 + 4 * 24 + 1);
+    // weight, bias, A, B and the one-element scale and merged flag.
+    assert_eq!(s.total, 16 * 8 + 8 + 4 * 24 + 2);
     assert!(
         s.to_string()
-            .starts_with("trainable params: 96 || all params: 233")
+            .starts_with("trainable params: 96 || all params: 234")
     );
 }
 
@@ -153,4 +153,42 @@ fn from_weights_takes_burn_layout() {
     let y = layer.forward(Tensor::<2>::from_floats([[1.0, 1.0]], &device));
     assert_eq!(y.into_data(), TensorData::from([[5.0f32, 7.0, 9.0]]));
     let _ = Param::from_tensor(Tensor::<1>::zeros([1], &device));
+}
+
+#[test]
+fn merged_state_survives_a_record_round_trip() {
+    let merged = adapted(6, 5, 2, 4.0, 3).merge();
+    let device = merged.device();
+    let x = random([4, 6], &device);
+    let want = merged.forward(x.clone());
+    // A freshly adapted layer of the same shape (not merged) takes the merged record.
+    let fresh = adapted(6, 5, 2, 4.0, 99);
+    assert!(!fresh.is_merged());
+    let loaded = fresh.load_record(merged.clone().into_record());
+    assert!(
+        loaded.is_merged(),
+        "the merged flag is saved with the weight"
+    );
+    let got = loaded.forward(x.clone());
+    let tol = 1e-6 * (1.0 + max_abs(want.clone()));
+    assert!(
+        max_abs_diff(got, want) <= tol,
+        "ΔW added twice after loading"
+    );
+    // And it unmerges back to the original W0.
+    let w0 = adapted(6, 5, 2, 4.0, 3).weight.val();
+    let back = loaded.unmerge();
+    assert!(!back.is_merged());
+    assert!(max_abs_diff(back.weight.val(), w0.clone()) <= 1e-5 * (1.0 + max_abs(w0)));
+}
+
+#[test]
+fn merge_and_unload_leaves_a_plain_layer_with_the_same_output() {
+    let layer = adapted(6, 5, 2, 4.0, 8);
+    let x = random([3, 6], &layer.device());
+    let want = layer.forward(x.clone());
+    let plain = layer.merge_and_unload();
+    assert!(plain.lora.is_none() && !plain.is_merged());
+    let got = plain.forward(x);
+    assert!(max_abs_diff(got, want.clone()) <= 1e-5 * (1.0 + max_abs(want)));
 }

@@ -13,6 +13,7 @@
 //! * strength and alignment metrics ([`strength_ratio`], [`effective_rank`],
 //!   [`left_alignment`], [`clean_share`], [`subspace_share`], …), principal angles
 //!   and intruder dimensions ([`principal_angles`], [`intruder_dimensions`]);
+//! * the factor of post-training rescaling ([`RescaleTarget`]);
 //! * the paper's critical scale and an exact quadratic threshold
 //!   ([`critical_scale`], [`quadratic_threshold`]);
 //! * a per-layer report ([`LayerReport`], [`render_table`]).
@@ -64,6 +65,7 @@ pub mod metrics;
 pub mod norm;
 pub mod randomized;
 pub mod report;
+pub mod rescale;
 pub mod svd;
 pub mod threshold;
 
@@ -77,12 +79,16 @@ pub use metrics::{
     clean_share, effective_rank, frobenius_ratio, left_alignment, right_alignment, strength_ratio,
     subspace_share, update_frobenius,
 };
-pub use norm::{SIGMA1_MAX_ITERATIONS, refine_sigma1, spectral_norm};
+pub use norm::{
+    SIGMA1_MAX_ITERATIONS, SIGMA1_MAX_LANCZOS_STEPS, SIGMA1_RESIDUAL_TOLERANCE, refine_sigma1,
+    spectral_norm, spectral_norm_f64,
+};
 pub use randomized::{
     RandomizedSvdConfig, TOP_K_DENSE_LIMIT, TOP_K_MAX_ITERATIONS, TOP_K_TOLERANCE,
     randomized_top_k, top_k,
 };
 pub use report::{BaseSpectrum, LayerReport, render_table};
+pub use rescale::RescaleTarget;
 pub use svd::{Svd, singular_values, svd};
 pub use threshold::{
     CriticalScale, QuadraticThreshold, critical_scale, quadratic_coefficients, quadratic_threshold,

@@ -52,7 +52,7 @@ fn check_k(m: &DMatrix<impl nalgebra::Scalar>, k: usize) -> Result<(), SpectralE
     Ok(())
 }
 
-fn gaussian<T: RealField + Copy>(rows: usize, cols: usize, seed: u64) -> DMatrix<T> {
+pub(crate) fn gaussian<T: RealField + Copy>(rows: usize, cols: usize, seed: u64) -> DMatrix<T> {
     let mut rng = StdRng::seed_from_u64(seed);
     DMatrix::from_fn(rows, cols, |_, _| {
         let x: f64 = rng.sample(StandardNormal);

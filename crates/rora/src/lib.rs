@@ -10,24 +10,37 @@
 //!   adapter targeting and HuggingFace PEFT adapter files;
 //! - [`spectral`] (`rora-spectral`): spectral analysis of adapters on nalgebra.
 //!
-//! The most used items are also at the top level. See the workspace README for a
-//! quickstart and `examples/` for the backdoor benchmark.
+//! The most used items are also at the top level:
 //!
 //! ```
-//! use rora::{LoraConfig, RoraConfig};
-//! let lora = LoraConfig::new(8, 16.0);
-//! let rora = RoraConfig::new(); // the paper's Cl + Tr + Pt
-//! assert_eq!(lora.scale(), 2.0);
-//! assert_eq!(rora.base_dropout, 0.1);
+//! use rora::burn::{self, module::Module, nn::LinearConfig, tensor::Device};
+//! use rora::{LoraConfig, LoraLinear, LoraModel, Rora, RoraConfig, Targets};
+//!
+//! #[derive(Module, LoraModel, Debug)]
+//! struct Net { body: LoraLinear, head: LoraLinear }
+//!
+//! let device = Device::default().autodiff();
+//! let net = Net {
+//!     body: LinearConfig::new(32, 32).init(&device).into(),
+//!     head: LinearConfig::new(32, 2).init(&device).into(),
+//! };
+//! let targets = Targets::parse(&["body"])?.with_modules_to_save(&["head"])?;
+//! let net = rora::inject_lora(net, &targets, &LoraConfig::new(8, 16.0).with_base_dropout(0.1))?;
+//! let rora = Rora::prepare(&net, RoraConfig::new())?; // Tr and Pt with the paper's defaults
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The workspace README has the whole quickstart (it runs as a test), and `examples/` the
+//! backdoor benchmark.
 #![warn(missing_docs)]
 
 pub use rora_core as core;
 pub use rora_spectral as spectral;
 
-pub use rora_core::rora::{RescaleLayers, RescaleTarget};
+pub use rora_core::rora::{LayerSelection, RescaleReport, RescaleTarget};
 pub use rora_core::{
-    AdaptedLayer, AdapterError, AdapterKind, AdapterOptions, LoraConfig, LoraInit, LoraLinear,
-    LoraModel, ParamSummary, PeftAdapter, Rora, RoraConfig, RoraError, Targets, adapted_layers,
-    attach_adapter, burn, inject_lora, join_path, load_adapter, save_adapter,
+    AdaptedLayer, AdapterError, AdapterKind, AdapterOptions, InjectError, LoraConfig, LoraInit,
+    LoraLinear, LoraModel, ParamSummary, PeftAdapter, Rora, RoraConfig, RoraError, TargetError,
+    Targets, adapted_layers, apply_adapter, apply_lora_targets, attach_adapter, burn, inject_lora,
+    join_path, load_adapter, lora_linear_paths, save_adapter,
 };

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rora::core::spectral::LayerReport;
-use rora::{LoraConfig, RescaleLayers, RescaleTarget, Rora, RoraConfig, Targets};
+use rora::{LayerSelection, LoraConfig, RescaleTarget, Rora, RoraConfig, Targets};
 use serde::{Deserialize, Serialize};
 
 pub use config::{AttackKind, BenchConfig, ModelKind};
@@ -499,33 +499,30 @@ fn run_family<M: SequenceClassifier>(
     });
 
     // 2. Clean fine-tuning, every method, every learning rate; dev CA picks the rate.
-    let targets =
-        Targets::parse(&M::default_targets()).map_err(|e| BenchError::Settings(e.to_string()))?;
+    let targets = Targets::parse(&M::default_targets())
+        .and_then(|t| t.with_modules_to_save(&[M::head()]))
+        .map_err(|e| BenchError::Settings(e.to_string()))?;
     let lora_cfg = LoraConfig::new(cfg.rank, cfg.alpha);
     let adapted = |base_dropout: f64| -> Result<M, BenchError> {
-        let m = poisoned.clone().freeze_for_lora();
         Ok(rora::inject_lora(
-            m,
+            poisoned.clone(),
             &targets,
             &lora_cfg.clone().with_base_dropout(base_dropout),
         )?)
     };
     let layer_names: Vec<String> = M::default_targets();
-    let rora_config = |lambda: f64, base_dropout: f64| {
-        RoraConfig::new()
-            .with_base_dropout(base_dropout)
-            .with_lambda(lambda)
-            .with_top_k(cfg.top_k)
-            .with_rescale(RescaleTarget::Ratio(cfg.rescale_ratio))
-            .with_rescale_layers(
-                RescaleLayers::new()
-                    .with_patterns(layer_names.clone())
-                    .with_last_blocks(Some(cfg.rescale_blocks)),
-            )
-    };
+    // The paper's Pt choice for BERT and LLaMA: the targeted projections of the last
+    // `rescale_blocks` blocks.
+    let rora_config = RoraConfig::new()
+        .with_lambda(cfg.lambda)
+        .with_top_k(cfg.top_k)
+        .with_rescale(RescaleTarget::Ratio(cfg.rescale_ratio))
+        .with_rescale_layers(
+            LayerSelection::patterns(layer_names.clone()).with_last_blocks(cfg.rescale_blocks),
+        );
     // One prepared RoRA (caches the top-k subspaces of the poisoned W0) serves all runs:
     // its penalty (Tr), rescaling (Pt) and spectral reports.
-    let analysis = Rora::prepare(&adapted(0.0)?, rora_config(cfg.lambda, cfg.base_dropout))?;
+    let analysis = Rora::prepare(&adapted(0.0)?, rora_config)?;
     let base_weights = weights_by_path(&poisoned);
 
     for seed in 0..cfg.seeds as u64 {

@@ -203,7 +203,7 @@ pub fn num_labels(examples: &[Example]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::shared_data_dir;
+    use crate::data::data_dir;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
@@ -212,11 +212,11 @@ mod tests {
     }
 
     #[test]
-    fn loads_the_shared_sst2_and_cr_sets() {
+    fn loads_the_bundled_sst2_and_cr_sets() {
         for (name, train_len, dev_len, test_len) in
             [("sst2", 6920, 872, 1821), ("cr", 2500, 500, 775)]
         {
-            let dir = shared_data_dir().join(name);
+            let dir = data_dir().join(name);
             let splits = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(splits.train.len(), train_len, "{name}");
             assert_eq!(splits.dev.len(), dev_len, "{name}");
@@ -231,7 +231,7 @@ mod tests {
                 .count();
             assert!(empty <= 4, "{name}: {empty} empty sentences");
         }
-        let sst2 = load_tsv(shared_data_dir().join("sst2/train.tsv")).unwrap();
+        let sst2 = load_tsv(data_dir().join("sst2/train.tsv")).unwrap();
         assert!(sst2[0].sentence.starts_with("a stirring , funny"));
         assert_eq!(sst2[0].label, 1);
         assert_eq!(sst2[1].label, 0);

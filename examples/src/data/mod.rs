@@ -143,19 +143,15 @@ pub enum DataError {
     },
 }
 
-/// The folder holding the project's shared data sets (`sst2/`, `cr/`, ...).
+/// The folder holding the bundled data sets (`sst2/`, `cr/`; see `examples/data/README.md`).
 ///
-/// If the environment variable `RORA_SHARED_DIR` is set, this is
-/// `$RORA_SHARED_DIR/data`; otherwise it is `shared/data` next to the workspace,
-/// resolved from this package's manifest folder at compile time
-/// (`<examples>/../../shared/data`). The folder is not checked for existence.
-pub fn shared_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RORA_SHARED_DIR") {
-        return PathBuf::from(dir).join("data");
+/// If the environment variable `RORA_DATA_DIR` is set, this is that folder (the one
+/// holding `sst2/` and `cr/`); otherwise it is `data/` in this package
+/// (`examples/data`), resolved from the package's manifest folder at compile time. The
+/// folder is not checked for existence.
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RORA_DATA_DIR") {
+        return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-        .join("shared")
-        .join("data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
 }

@@ -11,7 +11,7 @@ use burn::nn::{
 };
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
-use rora::{LoraLinear, LoraModel, join_path};
+use rora::{LoraLinear, LoraModel};
 
 use super::{SequenceClassifier, merge_heads, padding_bias, split_heads};
 
@@ -47,7 +47,7 @@ pub struct BertConfig {
 }
 
 /// Multi-head self-attention with its output projection and post-LayerNorm.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct BertAttention {
     /// Query projection.
     pub query: LoraLinear,
@@ -64,7 +64,7 @@ pub struct BertAttention {
 }
 
 /// The GELU feed-forward with post-LayerNorm.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct BertFfn {
     /// `d_model → d_ff`.
     pub intermediate: LoraLinear,
@@ -76,7 +76,7 @@ pub struct BertFfn {
 }
 
 /// One encoder block.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct BertLayer {
     /// Self-attention.
     pub attention: BertAttention,
@@ -85,7 +85,7 @@ pub struct BertLayer {
 }
 
 /// Token, position (and token-type, for checkpoints) embeddings with LayerNorm.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct BertEmbeddings {
     /// Word embeddings `[vocab, d]`.
     pub word: Embedding,
@@ -99,7 +99,7 @@ pub struct BertEmbeddings {
 }
 
 /// BERT for sequence classification.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct Bert {
     /// Embeddings.
     pub embeddings: BertEmbeddings,
@@ -221,47 +221,6 @@ impl Bert {
     }
 }
 
-impl LoraModel for Bert {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        let layers_prefix = join_path(prefix, "layers");
-        let layers = self
-            .layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let p = join_path(&layers_prefix, &i.to_string());
-                let a = join_path(&p, "attention");
-                let ff = join_path(&p, "ffn");
-                BertLayer {
-                    attention: BertAttention {
-                        query: f(&join_path(&a, "query"), l.attention.query),
-                        key: f(&join_path(&a, "key"), l.attention.key),
-                        value: f(&join_path(&a, "value"), l.attention.value),
-                        output: f(&join_path(&a, "output"), l.attention.output),
-                        ..l.attention
-                    },
-                    ffn: BertFfn {
-                        intermediate: f(&join_path(&ff, "intermediate"), l.ffn.intermediate),
-                        output: f(&join_path(&ff, "output"), l.ffn.output),
-                        ..l.ffn
-                    },
-                }
-            })
-            .collect();
-        Bert {
-            embeddings: self.embeddings,
-            layers,
-            pooler: f(&join_path(prefix, "pooler"), self.pooler),
-            classifier: f(&join_path(prefix, "classifier"), self.classifier),
-            dropout: self.dropout,
-        }
-    }
-}
-
 impl SequenceClassifier for Bert {
     fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
         let h = self.encode(tokens, mask);
@@ -271,13 +230,8 @@ impl SequenceClassifier for Bert {
         self.classifier.forward(self.dropout.forward(pooled))
     }
 
-    fn freeze_for_lora(self) -> Self {
-        let mut m = self.no_grad();
-        m.classifier = LoraLinear::plain(burn::nn::Linear {
-            weight: m.classifier.weight.set_require_grad(true),
-            bias: m.classifier.bias.map(|b| b.set_require_grad(true)),
-        });
-        m
+    fn head() -> &'static str {
+        "classifier"
     }
 
     fn freeze_embeddings(mut self) -> Self {

@@ -12,7 +12,7 @@ use burn::nn::{
 };
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor};
-use rora::{LoraLinear, LoraModel, join_path};
+use rora::{LoraLinear, LoraModel};
 
 use super::{SequenceClassifier, merge_heads, padding_bias, split_heads};
 
@@ -45,7 +45,7 @@ pub struct LlamaConfig {
 }
 
 /// Causal self-attention with rotary embeddings.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct LlamaAttention {
     /// Query projection.
     pub q_proj: LoraLinear,
@@ -59,7 +59,7 @@ pub struct LlamaAttention {
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct LlamaMlp {
     /// Gate projection.
     pub gate_proj: LoraLinear,
@@ -70,7 +70,7 @@ pub struct LlamaMlp {
 }
 
 /// One pre-norm decoder block.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct LlamaLayer {
     /// Norm before attention.
     pub input_norm: RmsNorm,
@@ -83,7 +83,7 @@ pub struct LlamaLayer {
 }
 
 /// LLaMA for sequence classification.
-#[derive(Module, Debug)]
+#[derive(Module, LoraModel, Debug)]
 pub struct Llama {
     /// Token embeddings.
     pub embed_tokens: Embedding,
@@ -193,49 +193,6 @@ impl Llama {
     }
 }
 
-impl LoraModel for Llama {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        let layers_prefix = join_path(prefix, "layers");
-        let layers = self
-            .layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let p = join_path(&layers_prefix, &i.to_string());
-                let a = join_path(&p, "self_attn");
-                let m = join_path(&p, "mlp");
-                LlamaLayer {
-                    input_norm: l.input_norm,
-                    self_attn: LlamaAttention {
-                        q_proj: f(&join_path(&a, "q_proj"), l.self_attn.q_proj),
-                        k_proj: f(&join_path(&a, "k_proj"), l.self_attn.k_proj),
-                        v_proj: f(&join_path(&a, "v_proj"), l.self_attn.v_proj),
-                        o_proj: f(&join_path(&a, "o_proj"), l.self_attn.o_proj),
-                        n_heads: l.self_attn.n_heads,
-                    },
-                    post_attention_norm: l.post_attention_norm,
-                    mlp: LlamaMlp {
-                        gate_proj: f(&join_path(&m, "gate_proj"), l.mlp.gate_proj),
-                        up_proj: f(&join_path(&m, "up_proj"), l.mlp.up_proj),
-                        down_proj: f(&join_path(&m, "down_proj"), l.mlp.down_proj),
-                    },
-                }
-            })
-            .collect();
-        Llama {
-            embed_tokens: self.embed_tokens,
-            layers,
-            norm: self.norm,
-            score: f(&join_path(prefix, "score"), self.score),
-            rope: self.rope,
-        }
-    }
-}
-
 impl SequenceClassifier for Llama {
     fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
         let h = self.encode(tokens, mask.clone());
@@ -248,13 +205,8 @@ impl SequenceClassifier for Llama {
         self.score.forward(state)
     }
 
-    fn freeze_for_lora(self) -> Self {
-        let mut m = self.no_grad();
-        m.score = LoraLinear::plain(burn::nn::Linear {
-            weight: m.score.weight.set_require_grad(true),
-            bias: m.score.bias.map(|b| b.set_require_grad(true)),
-        });
-        m
+    fn head() -> &'static str {
+        "score"
     }
 
     fn freeze_embeddings(mut self) -> Self {

@@ -193,14 +193,9 @@ pub fn load_hf_bert(
         put("pooler.weight".into(), "pooler.dense.weight".into(), true)?;
         put("pooler.bias".into(), "pooler.dense.bias".into(), false)?;
     }
-    let mut missing: Vec<String> = values.keys().cloned().collect();
-    let (model, replaced) = replace_params(model, values);
-    missing.retain(|k| !replaced.contains(k));
-    if !missing.is_empty() {
-        missing.sort();
-        return Err(CheckpointError::Unplaced { params: missing });
-    }
-    Ok(model)
+    replace_params(model, values).map_err(|e| CheckpointError::Unplaced {
+        params: vec![e.to_string()],
+    })
 }
 
 #[cfg(test)]

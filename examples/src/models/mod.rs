@@ -18,9 +18,9 @@ pub trait SequenceClassifier: LoraModel + Module {
     /// `[batch, len]` (1 for real tokens, 0 for padding; every row has at least one token).
     fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2>;
 
-    /// Freeze everything for LoRA fine-tuning except the classification head, which is
-    /// trained with the adapters (PEFT's `modules_to_save` for sequence classification).
-    fn freeze_for_lora(self) -> Self;
+    /// The classification head's module path: trained with the adapters in LoRA
+    /// fine-tuning (PEFT's `modules_to_save` for sequence classification).
+    fn head() -> &'static str;
 
     /// Freeze the token (and position) embeddings, so that training changes only the
     /// transformer layers and the head.
@@ -50,4 +50,51 @@ pub(crate) fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
 pub(crate) fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     let [b, h, t, dh] = x.dims();
     x.swap_dims(1, 2).reshape([b, t, h * dh])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::ModuleVisitor;
+    use burn::tensor::Device;
+
+    /// The paths of the `LoraLinear` modules as burn's own `ModuleVisitor` reports them.
+    fn burn_paths<M: Module>(model: &M) -> Vec<String> {
+        #[derive(Default)]
+        struct V {
+            path: Vec<String>,
+            out: Vec<String>,
+        }
+        impl ModuleVisitor for V {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                let here = self.path.join(".");
+                if container_type == "Struct:LoraLinear" && self.out.last() != Some(&here) {
+                    self.out.push(here);
+                }
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+        }
+        let mut v = V::default();
+        model.visit(&mut v);
+        v.out
+    }
+
+    #[test]
+    fn derived_paths_are_burns_module_paths_for_bert_and_llama() {
+        let device = Device::default();
+        let bert = BertConfig::new(50).with_n_layers(2).init(&device);
+        let want = burn_paths(&bert);
+        assert_eq!(want.len(), 2 * 6 + 2);
+        assert_eq!(rora::lora_linear_paths(bert), want);
+        assert!(want.contains(&"layers.1.attention.value".to_string()));
+
+        let llama = LlamaConfig::new(50).with_n_layers(2).init(&device);
+        let want = burn_paths(&llama);
+        assert_eq!(want.len(), 2 * 7 + 1);
+        assert_eq!(rora::lora_linear_paths(llama), want);
+        assert!(want.contains(&"layers.0.self_attn.q_proj".to_string()));
+    }
 }

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nalgebra::DMatrix;
-use rora_core::peft::TensorFile;
+use rora_peft::TensorFile;
 
-/// The PEFT reference fixtures (`shared/fixtures`).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/");
+pub mod hostile;
+
+/// The PEFT reference fixtures, vendored in the workspace at `tests/fixtures/`.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/");
 
 /// Both fixture names.
 pub const ALL: [&str; 2] = ["peft-mlp", "peft-mlp-rslora"];

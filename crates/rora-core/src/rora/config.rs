@@ -2,37 +2,8 @@
 
 use burn::config::Config;
 
-/// How post-training spectral rescaling (Pt) sets the new scale of a selected layer.
-#[derive(Config, Debug, PartialEq, Copy)]
-pub enum RescaleTarget {
-    /// No rescaling.
-    Off,
-    /// The paper's rule with a target ratio `ρ`: choose `s'` so that
-    /// `σ1(s'·B·A) = ρ·σ1(W0)` (the paper uses `ρ = 1`).
-    Ratio(f64),
-    /// Multiply the scale by a fixed factor: `s' = f·s`.
-    Factor(f64),
-    /// Extension: the exact quadratic threshold on the trigger subspace `Vt` (needs a clean
-    /// subspace): the smallest `κ` with `‖(W0 + κ·ΔW)·Vt‖F² ≤ η²·‖W0·Vt‖F²`, or the
-    /// minimizer `κ = −b/c` when no `κ` reaches it; layers with unfavourable alignment are
-    /// left unchanged (and reported).
-    ExactThreshold(f64),
-}
-
-/// Which adapted layers post-training rescaling touches.
-#[derive(Config, Debug, PartialEq)]
-pub struct RescaleLayers {
-    /// Target patterns (see [`TargetPattern::parse`](crate::TargetPattern::parse)) naming the
-    /// layers; patterns that match nothing are ignored as long as something matches.
-    #[config(
-        default = "vec![\"query\".into(), \"value\".into(), \"q_proj\".into(), \"v_proj\".into()]"
-    )]
-    pub patterns: Vec<String>,
-    /// Keep only layers in the last `n` blocks (a block is the last number in the path,
-    /// e.g. `layers.11.attention.query` is block 11). `None`: every matching layer.
-    #[config(default = "Some(3)")]
-    pub last_blocks: Option<usize>,
-}
+pub use crate::peft::LayerSelection;
+pub use rora_spectral::RescaleTarget;
 
 /// Extension (off by default): keep the update's strength on the clean subspace above a
 /// target, `weight · max(0, τ − ‖ΔW·Vc‖F/‖W0·Vc‖F)²` per layer with a clean subspace.
@@ -58,29 +29,33 @@ pub struct TriggerCancellationConfig {
     pub weight: f64,
 }
 
-/// Settings of RoRA (regularized LoRA). The defaults are the paper's variants; the
-/// project's extensions are off.
+/// Settings of RoRA's training-time constraint and post-training rescaling. The defaults
+/// are the paper's; the project's extensions are off.
 ///
-/// - **Cl** — `base_dropout`: dropout on the frozen branch's output while training
-///   (needs [`LoraLinear`](crate::LoraLinear)).
 /// - **Tr** — `lambda`, `top_k`: `λ·Σ‖Ukᵀ·B‖F² + ‖A·Vk‖F²` added to the loss.
-/// - **Pt** — `rescale`, `rescale_layers`: after training, rescale selected updates.
+/// - **Pt** — `rescale`, `rescale_layers`: after training, rescale the selected updates
+///   (every adapted layer unless told otherwise).
+///
+/// RoRA's third mechanism, **Cl** (clean-strengthened dropout on the frozen branch), is a
+/// property of the adapted layer and lives in [`LoraConfig::base_dropout`](crate::LoraConfig)
+/// (the paper uses 0.1).
 ///
 /// [`RoraConfig::plain_lora`] switches everything off and reproduces plain LoRA exactly.
 ///
 /// ```
-/// use rora_core::rora::{RoraConfig, RescaleTarget};
+/// use rora_core::rora::{LayerSelection, RescaleTarget, RoraConfig};
 /// let paper = RoraConfig::new();
-/// assert_eq!(paper.base_dropout, 0.1);
+/// assert_eq!(paper.lambda, 1.0);
 /// assert_eq!(paper.rescale, RescaleTarget::Ratio(1.0));
+/// assert_eq!(paper.rescale_layers, LayerSelection::all());
+/// // The paper's BERT choice: query and value of the last three blocks.
+/// let bert = RoraConfig::new()
+///     .with_rescale_layers(LayerSelection::patterns(["query", "value"]).with_last_blocks(3));
 /// let tr_only = RoraConfig::plain_lora().with_lambda(5.0);
-/// assert_eq!(tr_only.base_dropout, 0.0);
+/// assert_eq!(tr_only.rescale, RescaleTarget::Off);
 /// ```
 #[derive(Config, Debug, PartialEq)]
 pub struct RoraConfig {
-    /// Cl: dropout probability on the frozen branch's output (paper: 0.1; searched 0.05–0.3).
-    #[config(default = 0.1)]
-    pub base_dropout: f64,
     /// Tr: weight `λ` of the trigger-insensitive constraint (paper grid: 1, 5, 10, 15, 20).
     #[config(default = 1.0)]
     pub lambda: f64,
@@ -91,9 +66,9 @@ pub struct RoraConfig {
     /// Pt: how selected layers are rescaled after training.
     #[config(default = "RescaleTarget::Ratio(1.0)")]
     pub rescale: RescaleTarget,
-    /// Pt: which layers are rescaled (default: query and value of the last three blocks).
-    #[config(default = "RescaleLayersConfig::default_layers()")]
-    pub rescale_layers: RescaleLayers,
+    /// Pt: which adapted layers are rescaled (default: all of them).
+    #[config(default = "LayerSelection::all()")]
+    pub rescale_layers: LayerSelection,
     /// The scale `alpha/rank` of burn-native adapters (`Module::apply_lora`), which burn does
     /// not expose to module visitors; needed for Pt and reports on such models.
     pub native_lora_scale: Option<f64>,
@@ -108,29 +83,13 @@ pub struct RoraConfig {
     pub insertion_invariance: f64,
 }
 
-/// Helper for the `RescaleLayers` default (burn's `Config` defaults are expressions).
-pub struct RescaleLayersConfig;
-
-impl RescaleLayersConfig {
-    /// Query and value projections (BERT and LLaMA names) of the last three blocks.
-    pub fn default_layers() -> RescaleLayers {
-        RescaleLayers::new()
-    }
-}
-
 impl RoraConfig {
-    /// Everything off: `base_dropout = 0`, `λ = 0`, no rescaling. Training with it is plain
-    /// LoRA, exactly (same outputs, same gradients).
+    /// Everything off: `λ = 0`, no rescaling. Training with it (and adapters without base
+    /// dropout) is plain LoRA, exactly (same outputs, same gradients).
     pub fn plain_lora() -> Self {
         RoraConfig::new()
-            .with_base_dropout(0.0)
             .with_lambda(0.0)
             .with_rescale(RescaleTarget::Off)
-    }
-
-    /// Only clean-strengthened dropout (Cl), at the paper's 0.1.
-    pub fn cl_only() -> Self {
-        RoraConfig::plain_lora().with_base_dropout(0.1)
     }
 
     /// Only the trigger-insensitive constraint (Tr) with the given `λ`.

@@ -1,10 +1,12 @@
 //! Tr, the trigger-insensitive constraint, and the loss-side extensions.
 
-use burn::module::Module;
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
-use super::{Rora, RoraError};
-use crate::adapted::{AdaptedLayer, adapted_layers};
+use super::{LayerIds, Rora, RoraError};
+use crate::adapted::{AdapterKind, NativeScaleUnknown, adapted_layers};
 
 fn sum_squares(t: Tensor<2>) -> Tensor<1> {
     t.clone().mul(t).sum()
@@ -20,12 +22,64 @@ pub fn omega(uk: Tensor<2>, vk: Tensor<2>, a: Tensor<2>, b: Tensor<2>) -> Tensor
     sum_squares(uk.transpose().matmul(b)) + sum_squares(a.matmul(vk))
 }
 
+/// The factors of one prepared layer as the penalty needs them, PEFT layout, on the
+/// model's graph.
+struct Factors {
+    a: Tensor<2>,
+    b: Tensor<2>,
+    /// The scale as a `[1]` tensor (a `LoraLinear`'s own parameter), or a constant.
+    scale: Scale,
+}
+
+enum Scale {
+    Tensor(Tensor<1>),
+    Constant(f64),
+    Unknown,
+}
+
+impl Scale {
+    fn apply(&self, t: Tensor<2>) -> Option<Tensor<2>> {
+        match self {
+            Scale::Tensor(s) => Some(t.mul(s.clone().reshape([1, 1]))),
+            Scale::Constant(s) => Some(t.mul_scalar(*s)),
+            Scale::Unknown => None,
+        }
+    }
+}
+
+/// Finds the factor tensors of the prepared layers by parameter id: no path strings, no
+/// type names, no reads from the device.
+struct IdFinder<'a> {
+    wanted: HashMap<ParamId, (usize, Slot)>,
+    found: &'a mut [[Option<Box<dyn std::any::Any>>; 3]],
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    A = 0,
+    B = 1,
+    Scale = 2,
+}
+
+impl ModuleVisitor for IdFinder<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(&(i, slot)) = self.wanted.get(&param.id) {
+            self.found[i][slot as usize] = Some(Box::new(param.val()));
+        }
+    }
+}
+
 impl Rora {
     /// The regularization term to add to the task loss, a `[1]` tensor that backpropagates
     /// into every adapter's `A` and `B`:
     ///
     /// `λ·Σℓ (‖Ukᵀ·B‖F² + ‖A·Vk‖F²)` plus the enabled loss-side extensions (clean-strength
     /// target, trigger cancellation) for layers with a clean subspace.
+    ///
+    /// Cheap to call every step: the factors are found by the parameter ids `prepare` saw,
+    /// and nothing is read back from the device. A model whose ids changed (loaded from a
+    /// record, or another model with the same layer paths) is matched by path instead, and
+    /// its ids are remembered.
     ///
     /// Layers the model has but RoRA was not prepared on contribute nothing; use
     /// [`try_penalty`](Self::try_penalty) to have that reported as an error. With `λ = 0`
@@ -35,17 +89,24 @@ impl Rora {
             .expect("lenient penalty does not fail")
     }
 
-    /// As [`penalty`](Self::penalty), but a layer RoRA was not prepared on, or a burn-native
-    /// adapter whose scale is needed and unknown, is an error.
+    /// As [`penalty`](Self::penalty), but strict: a layer of the model that RoRA was not
+    /// prepared on, a prepared layer the model lacks, or a burn-native adapter whose scale
+    /// is needed and unknown, is an error. It visits every layer by path (and reads the
+    /// scales back to the host), so it costs more than `penalty`: use it to check a setup,
+    /// not in every step.
     pub fn try_penalty<M: Module>(&self, model: &M) -> Result<Tensor<1>, RoraError> {
         self.penalty_inner(model, true)
     }
 
     fn penalty_inner<M: Module>(&self, model: &M, strict: bool) -> Result<Tensor<1>, RoraError> {
-        let layers = adapted_layers(model);
-        let device = match layers.first() {
-            Some(l) => l.a.device(),
-            None => return Err(RoraError::NoAdaptedLayers),
+        let factors = if strict {
+            None
+        } else {
+            self.factors_by_id(model)
+        };
+        let factors = match factors {
+            Some(f) => f,
+            None => self.factors_by_path(model, strict)?,
         };
         let mut total: Option<Tensor<1>> = None;
         let mut add = |t: Tensor<1>| {
@@ -54,29 +115,106 @@ impl Rora {
                 None => t,
             })
         };
-        for layer in &layers {
-            let Some(&i) = self.index.get(&layer.path) else {
-                if strict {
-                    return Err(RoraError::LayerNotPrepared {
-                        path: layer.path.clone(),
-                    });
-                }
-                continue;
-            };
+        let mut device = None;
+        for (i, f) in factors.iter().enumerate() {
+            let Some(f) = f else { continue };
+            device.get_or_insert_with(|| f.a.device());
             if self.config.lambda > 0.0 {
-                add(self.omega(i, layer).mul_scalar(self.config.lambda));
+                let t = &self.tensors[i];
+                add(omega(t.uk.clone(), t.vk.clone(), f.a.clone(), f.b.clone())
+                    .mul_scalar(self.config.lambda));
             }
-            if let Some(term) = self.extension_terms(i, layer, strict)? {
+            if let Some(term) = self.extension_terms(i, f, strict)? {
                 add(term);
             }
         }
-        Ok(total.unwrap_or_else(|| Tensor::zeros([1], &device)))
+        match (total, device) {
+            (Some(t), _) => Ok(t),
+            (None, Some(d)) => Ok(Tensor::zeros([1], &d)),
+            (None, None) => Err(RoraError::NoAdaptedLayers),
+        }
     }
 
-    /// `Ω = ‖Ukᵀ·B‖F² + ‖A·Vk‖F²` of one prepared layer.
-    fn omega(&self, i: usize, layer: &AdaptedLayer) -> Tensor<1> {
-        let t = &self.tensors[i];
-        omega(t.uk.clone(), t.vk.clone(), layer.a.clone(), layer.b.clone())
+    /// Every prepared layer's factors by parameter id; `None` when some layer is not found
+    /// (ids unknown or changed).
+    fn factors_by_id<M: Module>(&self, model: &M) -> Option<Vec<Option<Factors>>> {
+        let ids = self.ids_snapshot();
+        let mut wanted = HashMap::with_capacity(3 * ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let id = id.as_ref()?;
+            wanted.insert(id.a, (i, Slot::A));
+            wanted.insert(id.b, (i, Slot::B));
+            if let Some(s) = id.scale {
+                wanted.insert(s, (i, Slot::Scale));
+            }
+        }
+        let mut found: Vec<[Option<Box<dyn std::any::Any>>; 3]> =
+            (0..ids.len()).map(|_| [None, None, None]).collect();
+        model.visit(&mut IdFinder {
+            wanted,
+            found: &mut found,
+        });
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, slots) in ids.iter().zip(found) {
+            let id = id.as_ref()?;
+            let [a, b, scale] = slots;
+            let a = *a?.downcast::<Tensor<2>>().ok()?;
+            let b = *b?.downcast::<Tensor<2>>().ok()?;
+            let scale = match (id.scale, scale) {
+                (Some(_), Some(s)) => Scale::Tensor(*s.downcast::<Tensor<1>>().ok()?),
+                (Some(_), None) => return None,
+                (None, _) => self
+                    .config
+                    .native_lora_scale
+                    .map_or(Scale::Unknown, Scale::Constant),
+            };
+            let (a, b) = match id.kind {
+                AdapterKind::LoraLinear => (a, b),
+                AdapterKind::BurnNative => (a.transpose(), b.transpose()),
+            };
+            out.push(Some(Factors { a, b, scale }));
+        }
+        Some(out)
+    }
+
+    /// Every prepared layer's factors by layer path (any model with the same layer paths),
+    /// remembering the ids found.
+    fn factors_by_path<M: Module>(
+        &self,
+        model: &M,
+        strict: bool,
+    ) -> Result<Vec<Option<Factors>>, RoraError> {
+        let layers = adapted_layers(model);
+        if layers.is_empty() {
+            return Err(RoraError::NoAdaptedLayers);
+        }
+        let mut out: Vec<Option<Factors>> = (0..self.caches.len()).map(|_| None).collect();
+        let mut ids = vec![None; self.caches.len()];
+        for layer in layers {
+            let Some(&i) = self.index.get(&layer.path) else {
+                if strict {
+                    return Err(RoraError::LayerNotPrepared { path: layer.path });
+                }
+                continue;
+            };
+            ids[i] = Some(LayerIds::of(&layer));
+            let scale = match layer.scale_or(self.config.native_lora_scale) {
+                Ok(s) => Scale::Constant(s),
+                Err(_) => Scale::Unknown,
+            };
+            out[i] = Some(Factors {
+                a: layer.a,
+                b: layer.b,
+                scale,
+            });
+        }
+        if strict && let Some(i) = out.iter().position(Option::is_none) {
+            return Err(RoraError::LayerMissing {
+                path: self.caches[i].path.clone(),
+            });
+        }
+        self.set_ids(ids);
+        Ok(out)
     }
 
     /// `Ω` of every adapted layer of `model`, by path (for monitoring; detached values).
@@ -85,8 +223,8 @@ impl Rora {
             .iter()
             .filter_map(|l| {
                 let i = *self.index.get(&l.path)?;
-                let v = self
-                    .omega(i, l)
+                let t = &self.tensors[i];
+                let v = omega(t.uk.clone(), t.vk.clone(), l.a.clone(), l.b.clone())
                     .inner()
                     .try_into_vec_as::<f64>()
                     .ok()?
@@ -100,7 +238,7 @@ impl Rora {
     fn extension_terms(
         &self,
         i: usize,
-        layer: &AdaptedLayer,
+        layer: &Factors,
         strict: bool,
     ) -> Result<Option<Tensor<1>>, RoraError> {
         let cs = self.config.clean_strength.as_ref();
@@ -110,10 +248,11 @@ impl Rora {
         }
         let t = &self.tensors[i];
         let cache = &self.caches[i];
+        let path = &cache.path;
         let Some(vc) = &t.vc else {
             if strict {
                 return Err(RoraError::NoCleanSubspace {
-                    path: layer.path.clone(),
+                    path: path.clone(),
                     mechanism: if cs.is_some() {
                         "the clean-strength target"
                     } else {
@@ -123,19 +262,19 @@ impl Rora {
             }
             return Ok(None);
         };
-        let s = match layer.scale_or(self.config.native_lora_scale) {
-            Ok(s) => s,
-            Err(e) if strict => return Err(e.into()),
-            Err(_) => return Ok(None),
-        };
+        if matches!(layer.scale, Scale::Unknown) {
+            if strict {
+                return Err(NativeScaleUnknown { path: path.clone() }.into());
+            }
+            return Ok(None);
+        }
         let mut out: Option<Tensor<1>> = None;
         if let (Some(cs), Some(base_norm)) = (cs, cache.clean_base_norm) {
             // max(0, τ − ‖ΔW·Vc‖F / ‖W0·Vc‖F)², with ΔW·Vc = s·B·(A·Vc).
             let dw_vc = layer
-                .b
-                .clone()
-                .matmul(layer.a.clone().matmul(vc.clone()))
-                .mul_scalar(s);
+                .scale
+                .apply(layer.b.clone().matmul(layer.a.clone().matmul(vc.clone())))
+                .expect("scale known");
             let norm = sum_squares(dw_vc).add_scalar(1e-12).sqrt();
             let gap = norm
                 .div_scalar(base_norm.max(1e-12))
@@ -154,10 +293,9 @@ impl Rora {
                 .map_or(1.0, |m| m.norm_squared())
                 .max(1e-12);
             let dw_vt = layer
-                .b
-                .clone()
-                .matmul(layer.a.clone().matmul(vt.clone()))
-                .mul_scalar(s);
+                .scale
+                .apply(layer.b.clone().matmul(layer.a.clone().matmul(vt.clone())))
+                .expect("scale known");
             let term = sum_squares(w0_vt.clone() + dw_vt)
                 .div_scalar(base_sq)
                 .mul_scalar(tc.weight);

@@ -21,13 +21,12 @@ pub enum RoraError {
         /// `min(in, out)`.
         max: usize,
     },
-    /// Clean-strengthened dropout was asked for on a burn-native adapter.
+    /// A layer's update is merged into its weight, so `W0` cannot be read from it.
     #[error(
-        "layer {path:?}: clean-strengthened regularization (base_dropout > 0) needs the base and adapter \
-         branches computed separately, which only LoraLinear does; burn's apply_lora composes one dense \
-         weight per forward. Use LoraLinear for this layer or set base_dropout = 0"
+        "layer {path:?} is merged (its weight holds W0 + ΔW): unmerge it before preparing, \
+         reporting or rescaling"
     )]
-    BaseDropoutOnNative {
+    Merged {
         /// The layer.
         path: String,
     },
@@ -40,6 +39,14 @@ pub enum RoraError {
         /// The layer.
         path: String,
     },
+    /// RoRA was prepared on a layer the model no longer has an adapter for.
+    #[error(
+        "layer {path:?} was prepared but the model has no adapter there (prepare again on this model)"
+    )]
+    LayerMissing {
+        /// The layer.
+        path: String,
+    },
     /// A mechanism needs a clean subspace that was not given for this layer.
     #[error("layer {path:?}: {mechanism} needs a clean subspace (Rora::set_clean_subspace)")]
     NoCleanSubspace {
@@ -48,15 +55,29 @@ pub enum RoraError {
         /// The mechanism.
         mechanism: &'static str,
     },
-    /// Rescaling selected no layer.
-    #[error("no adapted layer matches the rescale selection {patterns:?}")]
-    NothingToRescale {
-        /// The selection's patterns.
-        patterns: Vec<String>,
+    /// Rescaling did not reach its target for a layer (float32 factors could not hold it),
+    /// or produced non-finite factors; nothing was written.
+    #[error(
+        "layer {path:?}: rescaling to {target} gave strength ratio {got} (wanted {wanted}); \
+         the model is unchanged"
+    )]
+    RescaleMissed {
+        /// The layer.
+        path: String,
+        /// The target.
+        target: rora_spectral::RescaleTarget,
+        /// `σ1(ΔW')/σ1(W0)` wanted.
+        wanted: f64,
+        /// `σ1(ΔW')/σ1(W0)` of the factors as they would be written (NaN if non-finite).
+        got: f64,
     },
-    /// A target pattern is invalid.
+    /// Writing rescaled factors into the model failed (the model lacks a parameter RoRA
+    /// found when it read the layer).
     #[error(transparent)]
-    Target(#[from] crate::target::TargetError),
+    Replace(#[from] crate::replace::ReplaceError),
+    /// A target pattern is invalid, or a selection keeps no layer.
+    #[error(transparent)]
+    Target(#[from] crate::peft::TargetError),
     /// A numerical routine failed for a layer.
     #[error("layer {path:?}: {source}")]
     Spectral {

@@ -2,8 +2,8 @@
 //!
 //! Three mechanisms on top of any adapted model (see `DESIGN.md`):
 //!
-//! - **Cl** — dropout on the frozen branch's output during training
-//!   ([`Rora::apply_base_dropout`], or [`LoraConfig::base_dropout`](crate::LoraConfig));
+//! - **Cl** — dropout on the frozen branch's output during training, a setting of the
+//!   adapted layers ([`LoraConfig::base_dropout`](crate::LoraConfig));
 //! - **Tr** — the trigger-insensitive constraint `λ·Σ‖Ukᵀ·B‖F² + ‖A·Vk‖F²`
 //!   ([`Rora::penalty`]), with `Uk`, `Vk` the top-`k` singular vectors of each frozen `W0`,
 //!   computed once by [`Rora::prepare`] and cached;
@@ -11,27 +11,26 @@
 //!
 //! ```
 //! use burn::nn::LinearConfig;
-//! use burn::module::Module;
+//! use burn::module::{Module, ParamId};
 //! use burn::tensor::{Device, Tensor};
-//! use rora_core::rora::{Rora, RoraConfig, RescaleLayers};
-//! use rora_core::{LoraConfig, LoraLinear};
+//! use rora_core::rora::{Rora, RoraConfig};
+//! use rora_core::{LoraConfig, LoraLinear, LoraModel, Targets, inject_lora};
 //!
-//! #[derive(Module, Debug)]
+//! #[derive(Module, LoraModel, Debug)]
 //! struct Net { query: LoraLinear }
 //!
 //! let device = Device::default().autodiff();
-//! let net = Net {
-//!     query: LoraLinear::from_linear(LinearConfig::new(32, 32).init(&device), &LoraConfig::new(4, 8.0)).unwrap(),
-//! };
-//! let config = RoraConfig::new().with_top_k(4)
-//!     .with_rescale_layers(RescaleLayers::new().with_last_blocks(None));
-//! let rora = Rora::prepare(&net, config).unwrap();
+//! let net = Net { query: LinearConfig::new(32, 32).init(&device).into() };
+//! let lora = LoraConfig::new(4, 8.0).with_base_dropout(0.1); // Cl
+//! let net = inject_lora(net, &Targets::parse(&["query"])?, &lora)?;
+//! let rora = Rora::prepare(&net, RoraConfig::new().with_top_k(4))?;
 //! let x = Tensor::<2>::ones([8, 32], &device);
-//! let loss = net.query.forward(x).powf_scalar(2.0).mean() + rora.penalty(&net);
+//! let loss = net.query.forward(x).powf_scalar(2.0).mean() + rora.penalty(&net); // Tr
 //! let _grads = loss.backward();
 //! // ... after training:
-//! let (net, report) = rora.rescale(net).unwrap();
+//! let (net, report) = rora.rescale(net)?; // Pt
 //! println!("{report}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod config;
@@ -42,25 +41,24 @@ mod rescale;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::tensor::{Device, Tensor};
 use nalgebra::DMatrix;
 use rora_spectral::{BaseSpectrum, LayerReport};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    CleanStrengthConfig, RescaleLayers, RescaleLayersConfig, RescaleTarget, RoraConfig,
-    TriggerCancellationConfig,
+    CleanStrengthConfig, LayerSelection, RescaleTarget, RoraConfig, TriggerCancellationConfig,
 };
 pub use constraint::omega;
 pub use error::RoraError;
 pub use invariance::insertion_invariance;
-pub use rescale::{RescaleReport, RescaledLayer};
+pub use rescale::{RATIO_TOLERANCE, RescaleReport, RescaledLayer};
 
 use crate::adapted::{AdaptedLayer, AdapterKind, adapted_layers};
 use crate::convert::dmatrix_to_tensor;
-use crate::inject::LoraModel;
 
 /// What RoRA caches per adapted layer (serializable, so a long run can resume without
 /// recomputing SVDs).
@@ -109,12 +107,49 @@ impl LayerTensors {
 /// RoRA prepared for one model: the config and, per adapted layer, the cached top-`k`
 /// subspaces of `W0`. Prepare once, then call [`penalty`](Self::penalty) in every training
 /// step and [`rescale`](Self::rescale) after training.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rora {
     config: RoraConfig,
     caches: Vec<LayerCache>,
     tensors: Vec<LayerTensors>,
     index: HashMap<String, usize>,
+    /// The parameter ids of each layer's factors, as last seen: the per-step penalty finds
+    /// the factors by id, reading nothing back from the device. Ids survive training steps;
+    /// after a model is loaded from a record they change, the penalty then finds the layers
+    /// by path once and learns the new ids.
+    ids: Mutex<Vec<Option<LayerIds>>>,
+}
+
+impl Clone for Rora {
+    fn clone(&self) -> Self {
+        Rora {
+            config: self.config.clone(),
+            caches: self.caches.clone(),
+            tensors: self.tensors.clone(),
+            index: self.index.clone(),
+            ids: Mutex::new(self.ids_snapshot()),
+        }
+    }
+}
+
+/// Where one prepared layer's factors live in the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LayerIds {
+    pub(crate) kind: AdapterKind,
+    pub(crate) a: ParamId,
+    pub(crate) b: ParamId,
+    pub(crate) scale: Option<ParamId>,
+}
+
+impl LayerIds {
+    pub(crate) fn of(layer: &AdaptedLayer) -> Self {
+        LayerIds {
+            kind: layer.kind,
+            a: layer.a_id,
+            b: layer.b_id,
+            scale: layer.scale_id,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,9 +163,8 @@ impl Rora {
     /// subspaces of each frozen `W0` (exact SVD up to 256 on the short side, randomized
     /// above).
     ///
-    /// Errors: no adapted layer; `top_k ≥ min(in, out)` for a layer; `base_dropout > 0`
-    /// with a burn-native adapter (Cl needs [`LoraLinear`](crate::LoraLinear)); invalid
-    /// settings.
+    /// Errors: no adapted layer; a merged layer; `top_k ≥ min(in, out)` for a layer;
+    /// invalid settings.
     pub fn prepare<M: Module>(model: &M, config: RoraConfig) -> Result<Self, RoraError> {
         validate(&config)?;
         let layers = adapted_layers(model);
@@ -139,8 +173,8 @@ impl Rora {
         }
         let mut caches = Vec::with_capacity(layers.len());
         for layer in &layers {
-            if config.base_dropout > 0.0 && layer.kind == AdapterKind::BurnNative {
-                return Err(RoraError::BaseDropoutOnNative {
+            if layer.merged {
+                return Err(RoraError::Merged {
                     path: layer.path.clone(),
                 });
             }
@@ -170,7 +204,9 @@ impl Rora {
             });
         }
         let device = layers[0].base.device();
-        Ok(Self::from_caches(config, caches, &device))
+        let rora = Self::from_caches(config, caches, &device);
+        rora.set_ids(layers.iter().map(|l| Some(LayerIds::of(l))).collect());
+        Ok(rora)
     }
 
     fn from_caches(config: RoraConfig, caches: Vec<LayerCache>, device: &Device) -> Self {
@@ -183,12 +219,22 @@ impl Rora {
             .enumerate()
             .map(|(i, c)| (c.path.clone(), i))
             .collect();
+        let ids = Mutex::new(vec![None; caches.len()]);
         Rora {
             config,
             caches,
             tensors,
             index,
+            ids,
         }
+    }
+
+    pub(crate) fn ids_snapshot(&self) -> Vec<Option<LayerIds>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_ids(&self, ids: Vec<Option<LayerIds>>) {
+        *self.ids.lock().unwrap_or_else(|e| e.into_inner()) = ids;
     }
 
     /// The settings.
@@ -227,19 +273,6 @@ impl Rora {
         let file: CacheFile = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
         validate(&file.config)?;
         Ok(Self::from_caches(file.config, file.layers, device))
-    }
-
-    /// Cl: set the base-branch dropout of every adapted [`LoraLinear`](crate::LoraLinear)
-    /// of `model` to `config.base_dropout` (use when the adapters were created without it).
-    pub fn apply_base_dropout<M: LoraModel>(&self, model: M) -> M {
-        let p = self.config.base_dropout;
-        model.map_lora_linears("", &mut |_, layer| {
-            if layer.lora.is_some() {
-                layer.with_base_dropout(p)
-            } else {
-                layer
-            }
-        })
     }
 
     /// Give layer `path` a clean input subspace `vc: [in, kc]` (orthonormal columns, e.g.
@@ -302,6 +335,9 @@ impl Rora {
     pub fn report<M: Module>(&self, model: &M) -> Result<Vec<LayerReport>, RoraError> {
         let mut out = Vec::new();
         for layer in adapted_layers(model) {
+            if layer.merged {
+                return Err(RoraError::Merged { path: layer.path });
+            }
             let cache = self.cache(&layer.path)?;
             let s = layer.scale_or(self.config.native_lora_scale)?;
             let report = LayerReport::compute(
@@ -342,26 +378,14 @@ fn find_layer<M: Module>(model: &M, path: &str) -> Result<AdaptedLayer, RoraErro
 
 fn validate(config: &RoraConfig) -> Result<(), RoraError> {
     let bad = |what: String| Err(RoraError::InvalidSetting(what));
-    if !(0.0..1.0).contains(&config.base_dropout) {
-        return bad(format!(
-            "base_dropout must be in [0, 1), got {}",
-            config.base_dropout
-        ));
-    }
     if !config.lambda.is_finite() || config.lambda < 0.0 {
         return bad(format!(
             "lambda must be finite and ≥ 0, got {}",
             config.lambda
         ));
     }
-    match config.rescale {
-        RescaleTarget::Ratio(r) | RescaleTarget::Factor(r) if !(r.is_finite() && r > 0.0) => {
-            return bad(format!("rescale target must be finite and > 0, got {r}"));
-        }
-        RescaleTarget::ExactThreshold(eta) if !(eta.is_finite() && eta >= 0.0) => {
-            return bad(format!("threshold η must be finite and ≥ 0, got {eta}"));
-        }
-        _ => {}
+    if let Err(e) = config.rescale.validate() {
+        return bad(e.to_string());
     }
     if !config.insertion_invariance.is_finite() || config.insertion_invariance < 0.0 {
         return bad("insertion_invariance weight must be finite and ≥ 0".into());

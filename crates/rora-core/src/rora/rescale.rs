@@ -8,8 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{RescaleTarget, Rora, RoraError};
 use crate::adapted::{AdaptedLayer, AdapterKind, adapted_layers};
+use crate::convert::host_to_tensor;
+use crate::peft::HostMatrix;
 use crate::replace::replace_params;
-use crate::target::TargetPattern;
+
+/// How close (relative) the strength ratio of the rescaled float32 factors must come to
+/// the target for [`Rora::rescale`] to accept them.
+pub const RATIO_TOLERANCE: f64 = 1e-3;
 
 /// What rescaling did to one layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,51 +83,29 @@ impl std::fmt::Display for RescaleReport {
 }
 
 impl Rora {
-    /// The adapted layers of `model` that rescaling selects: those matching
-    /// `rescale_layers.patterns`, restricted to the last `last_blocks` blocks (a block is the
-    /// last number in the path).
+    /// The adapted layers of `model` that rescaling selects (`config.rescale_layers`; every
+    /// adapted layer by default).
     pub fn rescale_selection<M: Module>(&self, model: &M) -> Result<Vec<String>, RoraError> {
         self.select(&adapted_layers(model))
     }
 
     fn select(&self, layers: &[AdaptedLayer]) -> Result<Vec<String>, RoraError> {
-        let sel = &self.config.rescale_layers;
-        let patterns: Vec<TargetPattern> = sel
-            .patterns
-            .iter()
-            .map(|p| TargetPattern::parse(p))
-            .collect::<Result<_, _>>()?;
-        let matching: Vec<String> = layers
-            .iter()
-            .map(|l| l.path.clone())
-            .filter(|p| patterns.iter().any(|pat| pat.matches(p)))
-            .collect();
-        let selected = match sel.last_blocks {
-            None => matching,
-            Some(n) => {
-                let mut blocks: Vec<usize> =
-                    matching.iter().filter_map(|p| block_index(p)).collect();
-                blocks.sort_unstable();
-                blocks.dedup();
-                let keep: Vec<usize> = blocks.iter().rev().take(n).copied().collect();
-                matching
-                    .into_iter()
-                    .filter(|p| block_index(p).is_none_or(|b| keep.contains(&b)))
-                    .collect()
-            }
-        };
-        if selected.is_empty() {
-            return Err(RoraError::NothingToRescale {
-                patterns: sel.patterns.clone(),
-            });
-        }
-        Ok(selected)
+        Ok(self
+            .config
+            .rescale_layers
+            .select(layers.iter().map(|l| l.path.as_str()))?)
     }
 
     /// Pt: rescale the update of every selected layer as `config.rescale` says, writing the
     /// result back as factors of the same rank (`A ← √f·A`, `B ← √f·B`, so
     /// `s·B'·A' = f·s·B·A`: same singular vectors, singular values times `f`). `σ1` comes
     /// from the factored SVD; no dense `ΔW` is formed. Unselected layers stay bit-identical.
+    ///
+    /// Each new pair of factors is checked before anything is written: finite in float32,
+    /// and (for [`RescaleTarget::Ratio`]) reaching the target strength ratio to a relative
+    /// 1e-3 ([`RATIO_TOLERANCE`]). Otherwise the error names the layer and nothing is
+    /// written (the model passed in is dropped: burn modules are cheap to clone, keep a
+    /// clone if you need it after an error).
     pub fn rescale<M: Module>(&self, model: M) -> Result<(M, RescaleReport), RoraError> {
         self.rescale_with(model, self.config.rescale)
     }
@@ -133,6 +116,9 @@ impl Rora {
         model: M,
         target: RescaleTarget,
     ) -> Result<(M, RescaleReport), RoraError> {
+        target
+            .validate()
+            .map_err(|e| RoraError::InvalidSetting(e.to_string()))?;
         if target == RescaleTarget::Off {
             return Ok((model, RescaleReport::default()));
         }
@@ -141,29 +127,35 @@ impl Rora {
         let mut values = HashMap::new();
         let mut report = RescaleReport::default();
         for layer in layers.iter().filter(|l| selected.contains(&l.path)) {
-            let entry = self.rescale_layer(layer, target)?;
-            if entry.factor != 1.0 {
-                let root = entry.factor.sqrt();
+            if layer.merged {
+                return Err(RoraError::Merged {
+                    path: layer.path.clone(),
+                });
+            }
+            let (entry, factors) = self.rescale_layer(layer, target)?;
+            if let Some((a, b)) = factors {
+                let device = layer.base.device();
+                let (a, b) = (host_to_tensor(&a, &device), host_to_tensor(&b, &device));
                 let (a, b) = match layer.kind {
-                    AdapterKind::LoraLinear => (layer.a.clone(), layer.b.clone()),
-                    AdapterKind::BurnNative => {
-                        (layer.a.clone().transpose(), layer.b.clone().transpose())
-                    }
+                    AdapterKind::LoraLinear => (a, b),
+                    AdapterKind::BurnNative => (a.transpose(), b.transpose()),
                 };
-                values.insert(layer.a_path.clone(), a.inner().mul_scalar(root));
-                values.insert(layer.b_path.clone(), b.inner().mul_scalar(root));
+                values.insert(layer.a_path.clone(), a);
+                values.insert(layer.b_path.clone(), b);
             }
             report.layers.push(entry);
         }
-        let (model, _) = replace_params(model, values);
+        let model = replace_params(model, values)?;
         Ok((model, report))
     }
 
+    /// The report entry of one layer and, when it changes, its new factors `(A', B')` in
+    /// PEFT layout, checked.
     fn rescale_layer(
         &self,
         layer: &AdaptedLayer,
         target: RescaleTarget,
-    ) -> Result<RescaledLayer, RoraError> {
+    ) -> Result<(RescaledLayer, Option<(HostMatrix, HostMatrix)>), RoraError> {
         let cache = self.cache(&layer.path)?;
         let s = layer.scale_or(self.config.native_lora_scale)?;
         let spectral = |source| RoraError::Spectral {
@@ -175,13 +167,11 @@ impl Rora {
         let sigma1_base = cache.spectrum.sigma1;
         let mut note = None;
         let factor = if sigma1_before == 0.0 {
+            // A freshly initialised adapter (B = 0): there is nothing to rescale.
             note = Some("zero update".to_string());
             1.0
         } else {
             match target {
-                RescaleTarget::Off => 1.0,
-                RescaleTarget::Ratio(rho) => rho * sigma1_base / sigma1_before,
-                RescaleTarget::Factor(f) => f,
                 RescaleTarget::ExactThreshold(eta) => {
                     let (Some(vt), Some(w0_vt)) = (&cache.trigger_subspace, &cache.trigger_base)
                     else {
@@ -206,18 +196,46 @@ impl Rora {
                         }
                     }
                 }
+                other => other.factor(sigma1_base, sigma1_before).map_err(spectral)?,
             }
         };
-        Ok(RescaledLayer {
+        let mut entry = RescaledLayer {
             path: layer.path.clone(),
             scale: s,
             new_scale: s * factor,
             factor,
             sigma1_base,
             sigma1_before,
-            sigma1_after: sigma1_before * factor.abs(),
+            sigma1_after: sigma1_before,
             note,
-        })
+        };
+        if factor == 1.0 {
+            return Ok((entry, None));
+        }
+        // The factors as they will be stored (float32), and what they really give.
+        let root = factor.abs().sqrt();
+        let sign = factor.signum();
+        let new_a = HostMatrix::from_dmatrix(&(&a * (root * sign)));
+        let new_b = HostMatrix::from_dmatrix(&(&b * root));
+        let sigma1_after = if new_a.is_finite() && new_b.is_finite() {
+            factored_svd(&new_b.to_dmatrix(), &new_a.to_dmatrix(), s)
+                .map_err(spectral)?
+                .sigma1()
+        } else {
+            f64::NAN
+        };
+        let wanted = sigma1_before * factor.abs() / sigma1_base;
+        let got = sigma1_after / sigma1_base;
+        if !((got - wanted).abs() <= RATIO_TOLERANCE * wanted) {
+            return Err(RoraError::RescaleMissed {
+                path: layer.path.clone(),
+                target,
+                wanted,
+                got,
+            });
+        }
+        entry.sigma1_after = sigma1_after;
+        Ok((entry, Some((new_a, new_b))))
     }
 
     /// Calibrated rescaling (extension): try the target ratios in `ratios` from the largest
@@ -249,9 +267,4 @@ impl Rora {
         }
         Ok((model, RescaleReport::default(), None))
     }
-}
-
-/// The last all-digit component of a module path (`layers.11.attention.query` → 11).
-fn block_index(path: &str) -> Option<usize> {
-    path.split('.').rev().find_map(|c| c.parse().ok())
 }

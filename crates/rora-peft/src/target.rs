@@ -29,6 +29,14 @@ pub enum TargetError {
     /// No pattern was given.
     #[error("no target patterns given")]
     NoPatterns,
+    /// A selection ([`LayerSelection`](crate::LayerSelection)) keeps no layer.
+    #[error("{selection} selects no layer; candidates are: {}", candidates.join(", "))]
+    NothingSelected {
+        /// The selection, described.
+        selection: String,
+        /// Paths that could have been selected (up to 20).
+        candidates: Vec<String>,
+    },
     /// A pattern matches no layer of the model (strict targeting).
     #[error("target pattern {pattern:?} matches no layer; candidates are: {}", candidates.join(", "))]
     Unmatched {
@@ -44,7 +52,7 @@ impl TargetPattern {
     /// suffix.
     ///
     /// ```
-    /// use rora_core::TargetPattern;
+    /// use rora_peft::TargetPattern;
     /// let q = TargetPattern::parse("query").unwrap();
     /// assert!(q.matches("encoder.layers.3.attention.query"));
     /// assert!(!q.matches("encoder.layers.3.attention.query_norm"));
@@ -98,13 +106,24 @@ impl TargetPattern {
     }
 }
 
-/// A set of target patterns. A path is selected when any pattern matches it.
+/// Which layers get adapters (PEFT's `target_modules`) and which other modules stay
+/// trainable beside them (PEFT's `modules_to_save`, e.g. a classification head).
 ///
-/// Strict by default: [`check_all_used`](Self::check_all_used) reports a pattern that matched
-/// nothing (PEFT silently ignores a misspelt name next to valid ones; we do not).
+/// A path is targeted when any pattern matches it. Strict by default:
+/// [`check_all_used`](Self::check_all_used) reports a pattern that matched nothing (PEFT
+/// silently ignores a misspelt name next to valid ones; we do not).
+///
+/// ```
+/// use rora_peft::Targets;
+/// let t = Targets::parse(&["query", "value"])?.with_modules_to_save(&["classifier"])?;
+/// assert!(t.matches("layers.0.attention.value") && !t.matches("classifier"));
+/// assert!(t.saves("classifier") && !t.saves("layers.0.attention.value"));
+/// # Ok::<(), rora_peft::TargetError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Targets {
     patterns: Vec<TargetPattern>,
+    modules_to_save: Vec<TargetPattern>,
     strict: bool,
 }
 
@@ -116,6 +135,7 @@ impl Targets {
         }
         Ok(Targets {
             patterns,
+            modules_to_save: Vec::new(),
             strict: true,
         })
     }
@@ -123,7 +143,7 @@ impl Targets {
     /// Targets from pattern strings (see [`TargetPattern::parse`]).
     ///
     /// ```
-    /// use rora_core::Targets;
+    /// use rora_peft::Targets;
     /// let t = Targets::parse(&["query", "value"]).unwrap();
     /// assert!(t.matches("layers.0.attention.value"));
     /// let paths = ["layers.0.attention.query", "layers.0.attention.value"];
@@ -138,6 +158,50 @@ impl Targets {
                 .map(|p| TargetPattern::parse(p.as_ref()))
                 .collect::<Result<_, _>>()?,
         )
+    }
+
+    /// Also keep the modules matching `patterns` trainable (PEFT's `modules_to_save`): every
+    /// parameter of a matching module (a path prefix of the parameter's path) stays
+    /// trainable when the rest of the model is frozen. Same syntax as the targets.
+    pub fn with_modules_to_save<S: AsRef<str>>(
+        mut self,
+        patterns: &[S],
+    ) -> Result<Self, TargetError> {
+        self.modules_to_save = patterns
+            .iter()
+            .map(|p| TargetPattern::parse(p.as_ref()))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// The `modules_to_save` patterns.
+    pub fn modules_to_save(&self) -> &[TargetPattern] {
+        &self.modules_to_save
+    }
+
+    /// Whether the module at `path` is to stay trainable.
+    pub fn saves(&self, path: &str) -> bool {
+        self.modules_to_save.iter().any(|p| p.matches(path))
+    }
+
+    /// With strict targeting, an error for the first `modules_to_save` pattern that selects
+    /// none of the module paths `paths`.
+    pub fn check_modules_to_save_used<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<(), TargetError> {
+        if !self.strict {
+            return Ok(());
+        }
+        for p in &self.modules_to_save {
+            if !paths.clone().into_iter().any(|path| p.matches(path)) {
+                return Err(TargetError::Unmatched {
+                    pattern: p.as_written(),
+                    candidates: paths.into_iter().take(20).map(str::to_string).collect(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Do not report patterns that match nothing.

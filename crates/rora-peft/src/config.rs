@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AdapterError;
+use crate::error::AdapterError;
 
 /// The name PEFT gives the adapter configuration file.
 pub const CONFIG_FILE: &str = "adapter_config.json";

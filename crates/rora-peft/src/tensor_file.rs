@@ -1,14 +1,12 @@
-//! Reading and writing float tensors in safetensors files, memory-mapped, with atomic writes.
+//! Reading float tensors from safetensors files, memory-mapped; the tensor types writers take.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use super::AdapterError;
+use crate::error::AdapterError;
 
 /// A dense row-major float32 matrix on the host: the exchange type between files, burn
 /// tensors and nalgebra.
@@ -70,6 +68,11 @@ impl HostMatrix {
     pub fn is_finite(&self) -> bool {
         self.data.iter().all(|v| v.is_finite())
     }
+
+    /// How many values are NaN or infinite.
+    pub fn non_finite_count(&self) -> usize {
+        self.data.iter().filter(|v| !v.is_finite()).count()
+    }
 }
 
 /// A float tensor of any rank read from a safetensors file, converted to float32.
@@ -84,16 +87,26 @@ pub struct HostTensor {
 }
 
 impl HostTensor {
-    /// The tensor as a matrix, or a shape error naming `key` when it is not 2-D.
+    /// The tensor as a matrix, or [`AdapterError::NotAMatrix`] naming `key` when it is not
+    /// 2-D.
     pub fn into_matrix(self, key: &str) -> Result<HostMatrix, AdapterError> {
+        self.into_matrix_in(key, Path::new(""))
+    }
+
+    fn into_matrix_in(self, key: &str, file: &Path) -> Result<HostMatrix, AdapterError> {
         match self.shape.as_slice() {
             &[rows, cols] => Ok(HostMatrix::new(rows, cols, self.data)),
-            _ => Err(AdapterError::ShapeMismatch {
+            _ => Err(AdapterError::NotAMatrix {
+                path: file.to_path_buf(),
                 key: key.to_string(),
-                expected: vec![0, 0],
-                found: self.shape,
+                shape: self.shape,
             }),
         }
+    }
+
+    /// How many values are NaN or infinite.
+    pub fn non_finite_count(&self) -> usize {
+        self.data.iter().filter(|v| !v.is_finite()).count()
     }
 }
 
@@ -116,7 +129,19 @@ impl std::fmt::Debug for TensorFile {
 
 impl TensorFile {
     /// Open and validate the header of a safetensors file.
+    ///
+    /// `path` must be a regular file (a symbolic link to one is fine). A malformed header
+    /// is [`AdapterError::InvalidSafetensors`], whose message names the offending tensor
+    /// entry when there is one (wrong dtype, a shape that does not match its byte range,
+    /// overlapping or out-of-file offsets).
     pub fn open(path: &Path) -> Result<Self, AdapterError> {
+        let meta = std::fs::metadata(path).map_err(|e| AdapterError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(AdapterError::NotAFile {
+                path: path.to_path_buf(),
+                kind: file_kind(&meta.file_type()),
+            });
+        }
         let file = File::open(path).map_err(|e| AdapterError::io(path, e))?;
         // SAFETY: the map is read-only; the file may be modified by another process while
         // mapped, which safetensors' readers (including PyTorch's) also accept.
@@ -124,7 +149,7 @@ impl TensorFile {
         let parsed =
             SafeTensors::deserialize(&mmap).map_err(|e| AdapterError::InvalidSafetensors {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                message: crate::header::explain(&mmap, &e),
             })?;
         let mut names: Vec<String> = parsed.names().into_iter().map(str::to_string).collect();
         names.sort();
@@ -155,6 +180,7 @@ impl TensorFile {
         let view = parsed
             .tensor(key)
             .map_err(|_| AdapterError::MissingTensor {
+                path: self.path.clone(),
                 key: key.to_string(),
             })?;
         Ok((view.shape().to_vec(), view.dtype()))
@@ -166,9 +192,10 @@ impl TensorFile {
         let view = parsed
             .tensor(key)
             .map_err(|_| AdapterError::MissingTensor {
+                path: self.path.clone(),
                 key: key.to_string(),
             })?;
-        let data = view_to_f32(&view, key)?;
+        let data = view_to_f32(&view, key, &self.path)?;
         Ok(HostTensor {
             shape: view.shape().to_vec(),
             data,
@@ -176,13 +203,51 @@ impl TensorFile {
         })
     }
 
-    /// Read a 2-D tensor; a tensor of another rank is a shape error naming the key.
+    /// Read a 2-D tensor; a tensor of another rank is [`AdapterError::NotAMatrix`] naming
+    /// the key and the file. The shape is checked before any data is converted.
     pub fn matrix(&self, key: &str) -> Result<HostMatrix, AdapterError> {
-        self.tensor(key)?.into_matrix(key)
+        let (shape, _) = self.info(key)?;
+        if shape.len() != 2 {
+            return Err(AdapterError::NotAMatrix {
+                path: self.path.clone(),
+                key: key.to_string(),
+                shape,
+            });
+        }
+        self.tensor(key)?.into_matrix_in(key, &self.path)
     }
 }
 
-fn view_to_f32(view: &TensorView<'_>, key: &str) -> Result<Vec<f32>, AdapterError> {
+/// What a non-regular file is, for messages.
+pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn view_to_f32(view: &TensorView<'_>, key: &str, file: &Path) -> Result<Vec<f32>, AdapterError> {
     let bytes = view.data();
     let out = match view.dtype() {
         Dtype::F32 => bytes
@@ -203,6 +268,7 @@ fn view_to_f32(view: &TensorView<'_>, key: &str) -> Result<Vec<f32>, AdapterErro
             .collect(),
         other => {
             return Err(AdapterError::UnsupportedDtype {
+                path: file.to_path_buf(),
                 key: key.to_string(),
                 dtype: format!("{other:?}"),
             });
@@ -229,6 +295,7 @@ pub fn encode_f32(values: &[f32], dtype: Dtype, key: &str) -> Result<Vec<u8>, Ad
             .for_each(|v| out.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
         other => {
             return Err(AdapterError::UnsupportedDtype {
+                path: PathBuf::new(),
                 key: key.to_string(),
                 dtype: format!("{other:?}"),
             });
@@ -274,37 +341,27 @@ impl safetensors::View for &RawTensor {
     }
 }
 
-/// Write `tensors` to `path` as safetensors, atomically: the data goes to a temporary file in
-/// the same folder, which is flushed and then renamed over `path`. If anything fails, `path`
-/// keeps its previous content.
-pub fn write_safetensors_atomic(
-    path: &Path,
-    tensors: &BTreeMap<String, RawTensor>,
-    metadata: Option<std::collections::HashMap<String, String>>,
-) -> Result<(), AdapterError> {
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.clone(), v)), metadata)
-        .map_err(|e| AdapterError::InvalidSafetensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    write_atomic(path, &bytes)
-}
-
-/// Write `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AdapterError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".rora-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| AdapterError::io(&dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| AdapterError::io(tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| AdapterError::io(path, e.error))?;
-    Ok(())
+/// How many values of a little-endian tensor of `dtype` are NaN or infinite (`0` for
+/// non-float dtypes and float8 formats, which are not checked).
+pub fn non_finite_count(dtype: Dtype, bytes: &[u8]) -> usize {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .filter(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            .count(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .filter(|c| !f64::from_le_bytes((*c).try_into().expect("8 bytes")).is_finite())
+            .count(),
+        // f16: exponent bits all ones (0x7c00) is Inf or NaN; bf16: 0x7f80.
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00)
+            .count(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80)
+            .count(),
+        _ => 0,
+    }
 }

@@ -1,0 +1,197 @@
+//! `#[derive(LoraModel)]` names every `LoraLinear` exactly as burn's own module visitor
+//! does, through nested structs, `Vec`, `Option`, arrays, enums and generics.
+
+use std::collections::BTreeSet;
+
+use burn::module::{Module, ModuleVisitor};
+use burn::nn::{Gelu, LayerNorm, LayerNormConfig, LinearConfig};
+use burn::tensor::{Device, Tensor};
+use rora_core::{
+    LoraConfig, LoraLinear, LoraModel, ParamSummary, Targets, inject_lora, lora_linear_paths,
+};
+
+/// The paths of the `LoraLinear` modules, as burn's `ModuleVisitor` reports them: the path
+/// at which a field of a `Struct:LoraLinear` container is entered.
+fn burn_lora_linear_paths<M: Module>(model: &M) -> Vec<String> {
+    #[derive(Default)]
+    struct V {
+        path: Vec<String>,
+        seen: BTreeSet<String>,
+        order: Vec<String>,
+    }
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            if container_type == "Struct:LoraLinear" {
+                let p = self.path.join(".");
+                if self.seen.insert(p.clone()) {
+                    self.order.push(p);
+                }
+            }
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+    }
+    let mut v = V::default();
+    model.visit(&mut v);
+    v.order
+}
+
+fn lin(d: usize, device: &Device) -> LoraLinear {
+    LinearConfig::new(d, d).init(device).into()
+}
+
+#[derive(Module, LoraModel, Debug)]
+struct Attention {
+    query: LoraLinear,
+    value: Option<LoraLinear>,
+    norm: LayerNorm,
+    heads: usize,
+}
+
+#[derive(Module, LoraModel, Debug)]
+struct Mlp {
+    up: [LoraLinear; 2],
+    act: Gelu,
+}
+
+#[derive(Module, LoraModel, Debug)]
+enum Mixer {
+    Attention(Attention),
+    Mlp(Mlp),
+}
+
+/// A module the derive is told to leave alone (it does not implement `LoraModel`).
+#[derive(Module, Debug)]
+struct Opaque {
+    inner: LoraLinear,
+}
+
+#[derive(Module, LoraModel, Debug)]
+struct Model<E: Module> {
+    blocks: Vec<Mixer>,
+    extra: E,
+    head: LoraLinear,
+    #[lora(skip)]
+    opaque: Opaque,
+    #[module(skip)]
+    name: String,
+    scale: f64,
+}
+
+fn model(device: &Device) -> Model<Vec<Option<LoraLinear>>> {
+    let d = 4;
+    let attention = |value: bool| {
+        Mixer::Attention(Attention {
+            query: lin(d, device),
+            value: value.then(|| lin(d, device)),
+            norm: LayerNormConfig::new(d).init(device),
+            heads: 2,
+        })
+    };
+    Model {
+        blocks: vec![
+            attention(true),
+            Mixer::Mlp(Mlp {
+                up: [lin(d, device), lin(d, device)],
+                act: Gelu::new(),
+            }),
+            attention(false),
+        ],
+        extra: vec![Some(lin(d, device)), None, Some(lin(d, device))],
+        head: lin(d, device),
+        opaque: Opaque {
+            inner: lin(d, device),
+        },
+        name: "toy".into(),
+        scale: 1.0,
+    }
+}
+
+#[test]
+fn derived_paths_are_burns_module_paths() {
+    let device = Device::default();
+    let m = model(&device);
+    let burn_paths: Vec<String> = burn_lora_linear_paths(&m)
+        .into_iter()
+        .filter(|p| !p.starts_with("opaque."))
+        .collect();
+    let derived = lora_linear_paths(m);
+    assert_eq!(derived, burn_paths);
+    // Spelled out, so a change in either is visible.
+    assert_eq!(
+        derived,
+        [
+            "blocks.0.Attention.query",
+            "blocks.0.Attention.value",
+            "blocks.1.Mlp.up.0",
+            "blocks.1.Mlp.up.1",
+            "blocks.2.Attention.query",
+            "extra.0",
+            "extra.2",
+            "head",
+        ]
+    );
+}
+
+#[test]
+fn skipped_fields_are_passed_through_untouched() {
+    let device = Device::default();
+    let m = model(&device);
+    assert!(burn_lora_linear_paths(&m).contains(&"opaque.inner".to_string()));
+    let adapted = inject_lora(
+        m,
+        &Targets::parse(&["re:.*"]).unwrap(),
+        &LoraConfig::new(2, 4.0),
+    )
+    .unwrap();
+    assert!(adapted.head.lora.is_some());
+    assert!(
+        adapted.opaque.inner.lora.is_none(),
+        "#[lora(skip)] field adapted"
+    );
+    assert_eq!(adapted.name, "toy");
+}
+
+#[test]
+fn inject_freezes_the_base_and_keeps_modules_to_save_trainable() {
+    let device = Device::default().autodiff();
+    let m = model(&device);
+    let targets = Targets::parse(&["query"])
+        .unwrap()
+        .with_modules_to_save(&["head"])
+        .unwrap();
+    let adapted = inject_lora(m, &targets, &LoraConfig::new(2, 4.0)).unwrap();
+    // Two adapted queries (r·(in + out) = 2·8 each) and the head's weight and bias.
+    assert_eq!(ParamSummary::of(&adapted).trainable, 2 * 16 + (16 + 4));
+    assert!(adapted.head.weight.is_require_grad());
+    let Mixer::Attention(a) = &adapted.blocks[0] else {
+        panic!("block 0 is attention")
+    };
+    assert!(!a.query.weight.is_require_grad());
+    assert!(!a.norm.gamma.is_require_grad());
+
+    // Gradients reach exactly the trainable parameters.
+    let x = Tensor::<2>::ones([3, 4], &device);
+    let y = adapted.head.forward(a.query.forward(x));
+    let grads = y.sum().backward();
+    assert!(adapted.head.weight.grad(&grads).is_some());
+    assert!(a.query.lora.as_ref().unwrap().a.grad(&grads).is_some());
+    assert!(a.query.weight.grad(&grads).is_none());
+}
+
+#[test]
+fn a_modules_to_save_pattern_that_matches_nothing_is_an_error() {
+    let device = Device::default();
+    let targets = Targets::parse(&["query"])
+        .unwrap()
+        .with_modules_to_save(&["classifier"])
+        .unwrap();
+    let err = inject_lora(model(&device), &targets, &LoraConfig::new(2, 4.0)).unwrap_err();
+    assert!(matches!(
+        err,
+        rora_core::InjectError::Target(rora_core::TargetError::Unmatched { ref pattern, .. })
+            if pattern == "classifier"
+    ));
+}
