@@ -1,7 +1,7 @@
 //! The benchmark's `--quick` mode runs end to end and writes outputs that parse. It asserts
 //! the shape of the results, never their values (tiny models mean nothing).
 
-use rora_examples::bench::{self, BenchConfig, METHODS};
+use rora_examples::bench::{self, BenchConfig, Method};
 
 #[test]
 fn quick_benchmark_writes_parseable_results() {
@@ -24,10 +24,11 @@ fn quick_benchmark_writes_parseable_results() {
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(
         runs.len(),
-        cfg.models.len() * cfg.attacks.len() * cfg.seeds * METHODS.len()
+        cfg.models.len() * cfg.attacks.len() * cfg.seeds * Method::ALL.len()
     );
     for r in runs {
-        assert!(METHODS.contains(&r["method"].as_str().unwrap()));
+        let method = r["method"].as_str().unwrap();
+        assert!(Method::ALL.iter().any(|m| m.name() == method), "{method}");
         for key in ["ca", "asr"] {
             let v = r[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{key} = {v} is not a fraction");

@@ -387,16 +387,17 @@ fn trained_own(net: OwnNet, r: usize, device: &Device) -> OwnNet {
     })
 }
 
+/// One layer of the hand-written reference: `W0` (burn layout), bias, and `(A, B, s)` when
+/// adapted.
+type RefLayer = (
+    Tensor<2>,
+    Option<Tensor<1>>,
+    Option<(Tensor<2>, Tensor<2>, f64)>,
+);
+
 /// Plain LoRA written out by hand with raw tensors, independent of `LoraLinear` and of
 /// RoRA: `y = x·W0 + b + s·(x·Aᵀ)·Bᵀ`, the same net as `Net::forward`.
-fn plain_lora_forward(
-    x: Tensor<2>,
-    layers: &[(
-        Tensor<2>,
-        Option<Tensor<1>>,
-        Option<(Tensor<2>, Tensor<2>, f64)>,
-    )],
-) -> Tensor<2> {
+fn plain_lora_forward(x: Tensor<2>, layers: &[RefLayer]) -> Tensor<2> {
     let lin = |x: Tensor<2>, i: usize| {
         let (w, b, ab) = &layers[i];
         let mut y = x.clone().matmul(w.clone());
@@ -491,17 +492,25 @@ fn cache_round_trips_and_bad_settings_are_errors() {
         max_relative = 1e-6
     );
     std::fs::write(&path, b"{not json").unwrap();
-    assert!(Rora::load_cache(&path, &device).is_err());
-    assert!(Rora::prepare(&net, RoraConfig::new().with_top_k(2).with_lambda(-1.0)).is_err());
-    assert!(
-        Rora::prepare(
-            &net,
-            RoraConfig::new()
-                .with_top_k(2)
-                .with_rescale(RescaleTarget::Ratio(f64::NAN))
-        )
-        .is_err()
-    );
+    assert!(matches!(
+        Rora::load_cache(&path, &device),
+        Err(RoraError::Cache { path: ref p, .. }) if p == &path
+    ));
+    assert!(matches!(
+        Rora::prepare(&net, RoraConfig::new().with_top_k(2).with_lambda(-1.0)),
+        Err(RoraError::InvalidSetting(_))
+    ));
+    for bad in [f64::NAN, 0.0, -1.0] {
+        assert!(matches!(
+            Rora::prepare(
+                &net,
+                RoraConfig::new()
+                    .with_top_k(2)
+                    .with_rescale(RescaleTarget::Ratio(bad))
+            ),
+            Err(RoraError::InvalidSetting(_))
+        ));
+    }
     let plain = Net::new(1, 6, &device);
     assert!(matches!(
         Rora::prepare(&plain, RoraConfig::new()),
@@ -519,7 +528,13 @@ fn extensions_need_and_use_a_clean_subspace() {
         .with_clean_strength(Some(rora_core::rora::CleanStrengthConfig::new(2.0)))
         .with_trigger_cancellation(Some(rora_core::rora::TriggerCancellationConfig::new()));
     let mut rora = Rora::prepare(&net, config).unwrap();
-    assert!(rora.try_penalty(&net).is_err(), "no clean subspace yet");
+    assert!(
+        matches!(
+            rora.try_penalty(&net),
+            Err(RoraError::NoCleanSubspace { .. })
+        ),
+        "no clean subspace yet"
+    );
     for layer in adapted_layers(&net) {
         rora.set_clean_subspace(&net, &layer.path, orthonormal(8, 3, 7))
             .unwrap();

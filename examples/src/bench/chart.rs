@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::mean_sd;
-use super::{METHODS, Results};
+use super::{Method, Results};
 
 /// Font files tried, in order, for text in PNG charts (Debian's `fonts-dejavu-core`).
 const FONT_CANDIDATES: [&str; 3] = [
@@ -227,7 +227,7 @@ fn draw_group_bars<DB: DrawingBackend>(
     {
         rows.push(("poisoned".into(), p.ca, p.asr, 0.0));
     }
-    for m in METHODS {
+    for m in Method::ALL {
         let runs: Vec<_> = results
             .runs
             .iter()
@@ -236,13 +236,13 @@ fn draw_group_bars<DB: DrawingBackend>(
         if !runs.is_empty() {
             let ca: Vec<f64> = runs.iter().map(|r| r.ca).collect();
             let (asr, asr_sd) = mean_sd(&runs.iter().map(|r| r.asr).collect::<Vec<_>>());
-            rows.push((m.to_string(), mean_sd(&ca).0, asr, asr_sd));
+            rows.push((m.name().to_string(), mean_sd(&ca).0, asr, asr_sd));
         }
     }
     let seeds = results
         .runs
         .iter()
-        .filter(|r| r.model == model && r.attack == attack && r.method == "lora")
+        .filter(|r| r.model == model && r.attack == attack && r.method == Method::Lora)
         .count();
     let n = rows.len().max(1);
     let mut chart = ChartBuilder::on(area)

@@ -3,9 +3,11 @@
 
 pub mod chart;
 pub mod config;
+pub mod method;
 pub mod report;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -13,11 +15,12 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rora::Targets;
 use rora::core::spectral::LayerReport;
-use rora::{LayerSelection, LoraConfig, RescaleTarget, Rora, RoraConfig, Targets};
 use serde::{Deserialize, Serialize};
 
 pub use config::{AttackKind, BenchConfig, ModelKind};
+pub use method::Method;
 
 use crate::attacks::{
     AddSent, Attack, BadNet, PoisonConfig, neutral_triggers, poison, triggered_test,
@@ -28,9 +31,7 @@ use crate::data::{
 use crate::metrics::{accuracy, attack_success_rate};
 use crate::models::{BertConfig, LlamaConfig, SequenceClassifier, minilm};
 use crate::train::{Encoded, TrainSettings, predict, train};
-
-/// The methods compared, in table order.
-pub const METHODS: [&str; 6] = ["full", "lora", "rora", "rora-cl", "rora-tr", "rora-pt"];
+use method::{Candidate, Cleaner};
 
 /// CA and ASR of the poisoned model before any cleaning.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,8 +61,9 @@ pub struct RunResult {
     pub attack: String,
     /// Fine-tuning seed.
     pub seed: u64,
-    /// Method: `full`, `lora`, `rora`, `rora-cl`, `rora-tr`, `rora-pt`.
-    pub method: String,
+    /// Method (serialized as its name: `full`, `lora`, `rora`, `rora-cl`, `rora-tr`,
+    /// `rora-pt`).
+    pub method: Method,
     /// Clean test accuracy.
     pub ca: f64,
     /// Attack success rate (test).
@@ -222,6 +224,20 @@ struct EvalSets {
     test: Encoded,
     dev_triggered: Encoded,
     test_triggered: Encoded,
+    /// The attacker's target label.
+    target: usize,
+}
+
+impl EvalSets {
+    /// Clean accuracy and attack success rate of `model` on the dev split.
+    fn dev<M: SequenceClassifier>(&self, model: &M) -> (f64, f64) {
+        evaluate(model, &self.dev, &self.dev_triggered, self.target)
+    }
+
+    /// Clean accuracy and attack success rate of `model` on the test split.
+    fn test<M: SequenceClassifier>(&self, model: &M) -> (f64, f64) {
+        evaluate(model, &self.test, &self.test_triggered, self.target)
+    }
 }
 
 fn evaluate<M: SequenceClassifier>(
@@ -233,6 +249,13 @@ fn evaluate<M: SequenceClassifier>(
     let ca = accuracy(&predict(model, clean, 64), &clean.labels);
     let asr = attack_success_rate(&predict(model, triggered, 64), target);
     (ca, asr)
+}
+
+/// Print a progress message to stderr unless `cfg.quiet`.
+fn say(cfg: &BenchConfig, msg: impl Display) {
+    if !cfg.quiet {
+        eprintln!("{msg}");
+    }
 }
 
 /// Run the benchmark and write `results.json`, `results.md` and the charts to `cfg.out`.
@@ -374,276 +397,299 @@ struct Family<'a> {
     corpus: &'a Corpus,
 }
 
-/// Poison (or load the cached poisoned model), clean with every method and seed, and push
-/// the results; `init` makes the untrained model.
+impl Family<'_> {
+    /// `model/attack`, the prefix of progress messages.
+    fn label(&self) -> String {
+        format!("{}/{}", self.model.name(), self.attack_kind.name())
+    }
+
+    /// `examples` tokenized for this family's model.
+    fn encode(&self, examples: &[Example]) -> Encoded {
+        Encoded::new(examples, self.encoder, self.cfg.max_len)
+    }
+
+    /// The clean and the triggered dev and test sets.
+    fn eval_sets(&self) -> EvalSets {
+        let (corpus, attack, target) = (self.corpus, self.attack, self.cfg.target_label);
+        EvalSets {
+            dev: self.encode(&corpus.dev),
+            test: self.encode(&corpus.test),
+            dev_triggered: self.encode(&triggered_test(&corpus.dev, attack, target, 7)),
+            test_triggered: self.encode(&triggered_test(&corpus.test, attack, target, 8)),
+            target,
+        }
+    }
+}
+
+/// One (model, attack): poison (or load the cached poisoned model), clean it with every
+/// method and seed, and push the results and the chart's spectra; `init` makes the
+/// untrained model.
 fn run_family<M: SequenceClassifier>(
     family: &Family<'_>,
     results: &mut Results,
     init: impl Fn() -> M,
 ) -> Result<(), BenchError> {
-    let Family {
-        cfg,
-        model: model_kind,
-        attack_kind,
-        attack,
-        encoder,
-        corpus,
-    } = *family;
-    let target = cfg.target_label;
-    let enc = |examples: &[Example]| Encoded::new(examples, encoder, cfg.max_len);
-    let sets = EvalSets {
-        dev: enc(&corpus.dev),
-        test: enc(&corpus.test),
-        dev_triggered: enc(&triggered_test(&corpus.dev, attack, target, 7)),
-        test_triggered: enc(&triggered_test(&corpus.test, attack, target, 8)),
-    };
-    let clean_train = enc(&corpus.clean);
-    let label = format!("{}/{}", model_kind.name(), attack_kind.name());
-    let say = |msg: String| {
-        if !cfg.quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let label = family.label();
+    let sets = family.eval_sets();
+    let clean_train = family.encode(&family.corpus.clean);
+    let poisoned = poisoned_model(family, &sets, init)?;
+    results
+        .poisoned
+        .push(poisoned_result(family, &poisoned, &sets));
+    let base_weights = weights_by_path(&poisoned);
+    let cleaner = Cleaner::new(poisoned, &clean_train, family.cfg, &label)?;
+    for seed in 0..family.cfg.seeds as u64 {
+        let best = cleaner.best_per_method(seed, &sets)?;
+        record_seed(
+            family,
+            &cleaner,
+            &base_weights,
+            &sets,
+            seed,
+            best,
+            &mut results.runs,
+        )?;
+    }
+    let layer = &M::default_targets()[0];
+    results
+        .spectra
+        .extend(spectra(family, &results.runs, &base_weights, layer));
+    Ok(())
+}
 
-    // 1. The poisoned model: trained once, cached on disk.
+/// The poisoned model, trainable: loaded from `out/cache` when an earlier run with the
+/// same poisoning settings saved it, else made by [`poison_fresh`] (from `init()`, the
+/// device seeded with 0) and saved there.
+fn poisoned_model<M: SequenceClassifier>(
+    family: &Family<'_>,
+    sets: &EvalSets,
+    init: impl Fn() -> M,
+) -> Result<M, BenchError> {
+    let cfg = family.cfg;
     let cache_dir = cfg.out.join("cache");
     std::fs::create_dir_all(&cache_dir).map_err(|e| BenchError::Output(e.to_string()))?;
-    let cache = cache_dir.join(format!("{}.bpk", cache_key(cfg, model_kind, attack_kind)));
-    let device = Device::default();
-    device.seed(0);
+    let cache = cache_dir.join(format!(
+        "{}.bpk",
+        cache_key(cfg, family.model, family.attack_kind)
+    ));
+    Device::default().seed(0);
     let fresh = init();
     let poisoned = match fresh.clone().try_load_file(&cache) {
         Ok(m) if cache.exists() => {
-            say(format!("{label}: poisoned model from {}", cache.display()));
+            say(
+                cfg,
+                format_args!(
+                    "{}: poisoned model from {}",
+                    family.label(),
+                    cache.display()
+                ),
+            );
             m
         }
         _ => {
-            let mut m = fresh;
-            if cfg.pretrain_steps > 0 {
-                let pre = TrainSettings {
-                    steps: cfg.pretrain_steps,
-                    batch_size: cfg.batch_size,
-                    lr: cfg.pretrain_lr,
-                    weight_decay: 0.01,
-                    seed: 1,
-                };
-                let pretrain_set =
-                    neutral_triggers(&corpus.source, attack, cfg.pretrain_trigger_rate, 4);
-                m = train(
-                    m,
-                    &enc(&pretrain_set),
-                    &pre,
-                    None,
-                    &format!("{label} pretrain"),
-                    cfg.quiet,
-                );
-                let dev_ca = accuracy(&predict(&m, &sets.dev, 64), &sets.dev.labels);
-                say(format!("{label}: pretrained (clean) dev CA {dev_ca:.3}"));
-            }
-            let poisoned_set = poison(
-                &corpus.source,
-                attack,
-                &PoisonConfig {
-                    rate: cfg.poison_rate,
-                    target_label: target,
-                    seed: 2,
-                },
-            );
-            let pset = TrainSettings {
-                steps: cfg.poison_steps,
-                batch_size: cfg.batch_size,
-                lr: cfg.poison_lr,
-                weight_decay: 0.01,
-                seed: 3,
-            };
-            let m_train = if cfg.poison_freeze_embeddings {
-                m.freeze_embeddings()
-            } else {
-                m
-            };
-            let poison_start = Instant::now();
-            let m = train(
-                m_train,
-                &enc(&poisoned_set),
-                &pset,
-                None,
-                &format!("{label} poison"),
-                cfg.quiet,
-            );
-            say(format!(
-                "{label}: poisoned in {:.0} s",
-                poison_start.elapsed().as_secs_f64()
-            ));
-            // Back to a plain, fully trainable module for the fine-tuning copies.
-            let m = m.valid().set_require_grad(true);
+            let m = poison_fresh(family, fresh, sets);
             m.clone()
                 .save_file(&cache)
                 .map_err(|e| BenchError::Output(format!("{}: {e:?}", cache.display())))?;
             m
         }
     };
-    let poisoned = poisoned.set_require_grad(true);
-    let (ca, asr) = evaluate(&poisoned, &sets.test, &sets.test_triggered, target);
-    let (dev_ca, dev_asr) = evaluate(&poisoned, &sets.dev, &sets.dev_triggered, target);
-    say(format!(
-        "{label}: poisoned CA {ca:.3} ASR {asr:.3} (dev CA {dev_ca:.3} ASR {dev_asr:.3})"
-    ));
-    results.poisoned.push(PoisonedResult {
-        model: model_kind.name().into(),
-        attack: attack_kind.name().into(),
+    Ok(poisoned.set_require_grad(true))
+}
+
+/// Pretrain `fresh` (full training on the clean source corpus, if `pretrain_steps` > 0;
+/// the trigger as a label-neutral word in `pretrain_trigger_rate` of it), then poison it
+/// (full training on the source corpus with `poison_rate` of it poisoned; embeddings frozen
+/// unless `--poison-embeddings`). Returns a plain, fully trainable module.
+fn poison_fresh<M: SequenceClassifier>(family: &Family<'_>, fresh: M, sets: &EvalSets) -> M {
+    let Family {
+        cfg,
+        attack,
+        corpus,
+        ..
+    } = *family;
+    let label = family.label();
+    let mut m = fresh;
+    if cfg.pretrain_steps > 0 {
+        let pre = TrainSettings {
+            steps: cfg.pretrain_steps,
+            batch_size: cfg.batch_size,
+            lr: cfg.pretrain_lr,
+            weight_decay: 0.01,
+            seed: 1,
+        };
+        let pretrain_set = neutral_triggers(&corpus.source, attack, cfg.pretrain_trigger_rate, 4);
+        m = train(
+            m,
+            &family.encode(&pretrain_set),
+            &pre,
+            None,
+            &format!("{label} pretrain"),
+            cfg.quiet,
+        );
+        let dev_ca = accuracy(&predict(&m, &sets.dev, 64), &sets.dev.labels);
+        say(
+            cfg,
+            format_args!("{label}: pretrained (clean) dev CA {dev_ca:.3}"),
+        );
+    }
+    let poisoned_set = poison(
+        &corpus.source,
+        attack,
+        &PoisonConfig {
+            rate: cfg.poison_rate,
+            target_label: cfg.target_label,
+            seed: 2,
+        },
+    );
+    let settings = TrainSettings {
+        steps: cfg.poison_steps,
+        batch_size: cfg.batch_size,
+        lr: cfg.poison_lr,
+        weight_decay: 0.01,
+        seed: 3,
+    };
+    if cfg.poison_freeze_embeddings {
+        m = m.freeze_embeddings();
+    }
+    let start = Instant::now();
+    let m = train(
+        m,
+        &family.encode(&poisoned_set),
+        &settings,
+        None,
+        &format!("{label} poison"),
+        cfg.quiet,
+    );
+    say(
+        cfg,
+        format_args!(
+            "{label}: poisoned in {:.0} s",
+            start.elapsed().as_secs_f64()
+        ),
+    );
+    // Back to a plain, fully trainable module for the fine-tuning copies.
+    m.valid().set_require_grad(true)
+}
+
+/// CA and ASR (test and dev) of the poisoned model before any cleaning.
+fn poisoned_result<M: SequenceClassifier>(
+    family: &Family<'_>,
+    poisoned: &M,
+    sets: &EvalSets,
+) -> PoisonedResult {
+    let (ca, asr) = sets.test(poisoned);
+    let (dev_ca, dev_asr) = sets.dev(poisoned);
+    say(
+        family.cfg,
+        format_args!(
+            "{}: poisoned CA {ca:.3} ASR {asr:.3} (dev CA {dev_ca:.3} ASR {dev_asr:.3})",
+            family.label()
+        ),
+    );
+    PoisonedResult {
+        model: family.model.name().into(),
+        attack: family.attack_kind.name().into(),
         seed: 0,
         ca,
         asr,
         dev_asr,
         dev_ca,
-    });
-
-    // 2. Clean fine-tuning, every method, every learning rate; dev CA picks the rate.
-    let targets = Targets::parse(&M::default_targets())
-        .and_then(|t| t.with_modules_to_save(&[M::head()]))
-        .map_err(|e| BenchError::Settings(e.to_string()))?;
-    let lora_cfg = LoraConfig::new(cfg.rank, cfg.alpha);
-    let adapted = |base_dropout: f64| -> Result<M, BenchError> {
-        Ok(rora::inject_lora(
-            poisoned.clone(),
-            &targets,
-            &lora_cfg.clone().with_base_dropout(base_dropout),
-        )?)
-    };
-    let layer_names: Vec<String> = M::default_targets();
-    // The paper's Pt choice for BERT and LLaMA: the targeted projections of the last
-    // `rescale_blocks` blocks.
-    let rora_config = RoraConfig::new()
-        .with_lambda(cfg.lambda)
-        .with_top_k(cfg.top_k)
-        .with_rescale(RescaleTarget::Ratio(cfg.rescale_ratio))
-        .with_rescale_layers(
-            LayerSelection::patterns(layer_names.clone()).with_last_blocks(cfg.rescale_blocks),
-        );
-    // One prepared RoRA (caches the top-k subspaces of the poisoned W0) serves all runs:
-    // its penalty (Tr), rescaling (Pt) and spectral reports.
-    let analysis = Rora::prepare(&adapted(0.0)?, rora_config)?;
-    let base_weights = weights_by_path(&poisoned);
-
-    for seed in 0..cfg.seeds as u64 {
-        let mut best: HashMap<&str, (f64, f64, f64, M, f64)> = HashMap::new(); // method → (dev_ca, dev_asr, lr, model, secs)
-        let mut consider = |method: &'static str, lr: f64, model: M, secs: f64| {
-            let (dca, dasr) = evaluate(&model, &sets.dev, &sets.dev_triggered, target);
-            say(format!(
-                "{label} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {dca:.3}  dev ASR {dasr:.3}  ({secs:.0} s)"
-            ));
-            if best.get(method).is_none_or(|b| dca > b.0) {
-                best.insert(method, (dca, dasr, lr, model, secs));
-            }
-        };
-        for &lr in &cfg.lr_grid {
-            let settings = TrainSettings {
-                steps: cfg.finetune_steps,
-                batch_size: cfg.batch_size,
-                lr,
-                weight_decay: cfg.weight_decay,
-                seed: 100 + seed,
-            };
-            let go = |m: M, rora: Option<&Rora>, name: &str| {
-                Device::default().seed(1000 + seed);
-                let t = Instant::now();
-                let m = train(
-                    m,
-                    &clean_train,
-                    &settings,
-                    rora,
-                    &format!("{label} {name} {lr:.0e}"),
-                    cfg.quiet,
-                );
-                (m.valid(), t.elapsed().as_secs_f64())
-            };
-            let (full, secs) = go(poisoned.clone(), None, "full");
-            consider("full", lr, full, secs);
-            let (lora, secs) = go(adapted(0.0)?, None, "lora");
-            let (pt, _) = analysis.rescale(lora.clone())?;
-            consider("lora", lr, lora, secs);
-            consider("rora-pt", lr, pt, secs);
-            let (cl, secs) = go(adapted(cfg.base_dropout)?, None, "rora-cl");
-            consider("rora-cl", lr, cl, secs);
-            let (tr, secs) = go(adapted(0.0)?, Some(&analysis), "rora-tr");
-            consider("rora-tr", lr, tr, secs);
-            let (cltr, secs) = go(adapted(cfg.base_dropout)?, Some(&analysis), "rora");
-            let (full_rora, _) = analysis.rescale(cltr)?;
-            consider("rora", lr, full_rora, secs);
-        }
-        for method in METHODS {
-            let (dev_ca, dev_asr, lr, model, secs) =
-                best.remove(method).expect("every method trained");
-            let (ca, asr) = evaluate(&model, &sets.test, &sets.test_triggered, target);
-            let (layers, strength) = if method == "full" {
-                (
-                    Vec::new(),
-                    full_strength(&base_weights, &weights_by_path(&model), &layer_names),
-                )
-            } else {
-                let reports = analysis.report(&model)?;
-                let mean = reports.iter().map(|r| r.strength_ratio).sum::<f64>()
-                    / reports.len().max(1) as f64;
-                (reports, mean)
-            };
-            say(format!(
-                "{label} seed {seed}: {method:<8} lr {lr:.0e}  CA {ca:.3}  ASR {asr:.3}  σ1 ratio {strength:.3}"
-            ));
-            results.runs.push(RunResult {
-                model: model_kind.name().into(),
-                attack: attack_kind.name().into(),
-                seed,
-                method: method.into(),
-                ca,
-                asr,
-                lr,
-                dev_ca,
-                dev_asr,
-                strength_ratio: strength,
-                layers,
-                train_seconds: secs,
-            });
-        }
     }
-    // Spectra of one layer (the last targeted query projection) for the chart.
-    let pick = |method: &str| {
-        results.runs.iter().rev().find(|r| {
-            r.model == model_kind.name() && r.attack == attack_kind.name() && r.method == method
-        })
-    };
-    if let (Some(l), Some(r)) = (pick("lora"), pick("rora"))
-        && let Some(lr_layer) = l
-            .layers
-            .iter()
-            .rev()
-            .find(|x| x.path.ends_with(&layer_names[0]))
-    {
-        let rr_layer = r.layers.iter().find(|x| x.path == lr_layer.path);
-        let base = base_weights
-            .get(&format!("{}.weight", lr_layer.path))
-            .map(|w| {
-                w.clone()
-                    .svd(false, false)
-                    .singular_values
-                    .iter()
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut base: Vec<f64> = base;
-        base.sort_by(|a, b| b.total_cmp(a));
-        results.spectra.push(Spectra {
-            model: model_kind.name().into(),
-            attack: attack_kind.name().into(),
-            layer: lr_layer.path.clone(),
-            base,
-            lora: lr_layer.singular_values.clone(),
-            rora: rr_layer
-                .map(|x| x.singular_values.clone())
-                .unwrap_or_default(),
+}
+
+/// Test each method's chosen model of fine-tuning seed `seed` (CA, ASR, strength ratio,
+/// spectral report of the adapters) and push its [`RunResult`], in table order.
+fn record_seed<M: SequenceClassifier>(
+    family: &Family<'_>,
+    cleaner: &Cleaner<'_, M>,
+    base_weights: &HashMap<String, nalgebra::DMatrix<f64>>,
+    sets: &EvalSets,
+    seed: u64,
+    best: BTreeMap<Method, Candidate<M>>,
+    runs: &mut Vec<RunResult>,
+) -> Result<(), BenchError> {
+    let layer_names = M::default_targets();
+    for (method, chosen) in best {
+        let (ca, asr) = sets.test(&chosen.model);
+        let (layers, strength) = if method == Method::Full {
+            let tuned = weights_by_path(&chosen.model);
+            (
+                Vec::new(),
+                full_strength(base_weights, &tuned, &layer_names),
+            )
+        } else {
+            let reports = cleaner.rora().report(&chosen.model)?;
+            let mean =
+                reports.iter().map(|r| r.strength_ratio).sum::<f64>() / reports.len().max(1) as f64;
+            (reports, mean)
+        };
+        say(
+            family.cfg,
+            format_args!(
+                "{} seed {seed}: {method:<8} lr {:.0e}  CA {ca:.3}  ASR {asr:.3}  σ1 ratio {strength:.3}",
+                family.label(),
+                chosen.lr
+            ),
+        );
+        runs.push(RunResult {
+            model: family.model.name().into(),
+            attack: family.attack_kind.name().into(),
+            seed,
+            method,
+            ca,
+            asr,
+            lr: chosen.lr,
+            dev_ca: chosen.dev_ca,
+            dev_asr: chosen.dev_asr,
+            strength_ratio: strength,
+            layers,
+            train_seconds: chosen.secs,
         });
     }
     Ok(())
+}
+
+/// The chart's spectra of one (model, attack): for the last adapted layer whose path ends
+/// with `layer` (the last block's query projection), σ(W0) and σ of the LoRA and the RoRA
+/// update of the last seed. `None` when `runs` has no such layer.
+fn spectra(
+    family: &Family<'_>,
+    runs: &[RunResult],
+    base_weights: &HashMap<String, nalgebra::DMatrix<f64>>,
+    layer: &str,
+) -> Option<Spectra> {
+    let (model, attack) = (family.model.name(), family.attack_kind.name());
+    let last = |method: Method| {
+        runs.iter()
+            .rev()
+            .find(|r| r.model == model && r.attack == attack && r.method == method)
+    };
+    let (lora, rora) = (last(Method::Lora)?, last(Method::Rora)?);
+    let lora_layer = lora.layers.iter().rev().find(|x| x.path.ends_with(layer))?;
+    let rora_layer = rora.layers.iter().find(|x| x.path == lora_layer.path);
+    let mut base: Vec<f64> = base_weights
+        .get(&format!("{}.weight", lora_layer.path))
+        .map(|w| {
+            w.clone()
+                .svd(false, false)
+                .singular_values
+                .iter()
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default();
+    base.sort_by(|a, b| b.total_cmp(a));
+    Some(Spectra {
+        model: model.into(),
+        attack: attack.into(),
+        layer: lora_layer.path.clone(),
+        base,
+        lora: lora_layer.singular_values.clone(),
+        rora: rora_layer
+            .map(|x| x.singular_values.clone())
+            .unwrap_or_default(),
+    })
 }
 
 /// Mean σ1(W − W0)/σ1(W0) over the targeted layers of a fully fine-tuned model.
@@ -654,6 +700,10 @@ fn full_strength(
 ) -> f64 {
     let targets = Targets::parse(names).expect("valid names").lenient();
     let mut ratios = Vec::new();
+    // In path order: a HashMap's order changes from run to run, and with it the last bit of
+    // the sum.
+    let mut base: Vec<_> = base.iter().collect();
+    base.sort_by(|a, b| a.0.cmp(b.0));
     for (path, w0) in base {
         let Some(layer) = path.strip_suffix(".weight") else {
             continue;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{BenchConfig, BenchError, METHODS, Results};
+use super::{BenchConfig, BenchError, Method, Results};
 
 /// Mean and sample standard deviation.
 pub fn mean_sd(values: &[f64]) -> (f64, f64) {
@@ -57,7 +57,7 @@ pub fn markdown(results: &Results) -> String {
                 100.0 * p.dev_asr
             );
         }
-        for method in METHODS {
+        for method in Method::ALL {
             let runs: Vec<_> = results
                 .runs
                 .iter()
@@ -89,14 +89,14 @@ pub fn markdown(results: &Results) -> String {
         }
         let _ = writeln!(out);
         // Spectral evidence: per adapted layer of the last seed, LoRA vs RoRA.
-        let last = |method: &str| {
+        let last = |method: Method| {
             results
                 .runs
                 .iter()
                 .rev()
                 .find(|r| &r.model == model && &r.attack == attack && r.method == method)
         };
-        if let (Some(l), Some(r)) = (last("lora"), last("rora")) {
+        if let (Some(l), Some(r)) = (last(Method::Lora), last(Method::Rora)) {
             let _ = writeln!(
                 out,
                 "Spectral report (seed {}): per adapted layer, strength ratio σ1(ΔW)/σ1(W0), \

@@ -32,7 +32,7 @@ struct Factors {
 }
 
 enum Scale {
-    Tensor(Tensor<1>),
+    Tensor(Box<Tensor<1>>),
     Constant(f64),
     Unknown,
 }
@@ -40,7 +40,7 @@ enum Scale {
 impl Scale {
     fn apply(&self, t: Tensor<2>) -> Option<Tensor<2>> {
         match self {
-            Scale::Tensor(s) => Some(t.mul(s.clone().reshape([1, 1]))),
+            Scale::Tensor(s) => Some(t.mul((**s).clone().reshape([1, 1]))),
             Scale::Constant(s) => Some(t.mul_scalar(*s)),
             Scale::Unknown => None,
         }
@@ -161,7 +161,7 @@ impl Rora {
             let a = *a?.downcast::<Tensor<2>>().ok()?;
             let b = *b?.downcast::<Tensor<2>>().ok()?;
             let scale = match (id.scale, scale) {
-                (Some(_), Some(s)) => Scale::Tensor(*s.downcast::<Tensor<1>>().ok()?),
+                (Some(_), Some(s)) => Scale::Tensor(s.downcast::<Tensor<1>>().ok()?),
                 (Some(_), None) => return None,
                 (None, _) => self
                     .config

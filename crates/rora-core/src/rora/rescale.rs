@@ -226,7 +226,9 @@ impl Rora {
         };
         let wanted = sigma1_before * factor.abs() / sigma1_base;
         let got = sigma1_after / sigma1_base;
-        if !((got - wanted).abs() <= RATIO_TOLERANCE * wanted) {
+        // NaN (non-finite factors) fails this test too.
+        let reached = (got - wanted).abs() <= RATIO_TOLERANCE * wanted;
+        if !reached {
             return Err(RoraError::RescaleMissed {
                 path: layer.path.clone(),
                 target,

@@ -1,0 +1,326 @@
+//! The cleaning methods compared, and how each one cleans the poisoned model.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rora::{LayerSelection, LoraConfig, RescaleTarget, Rora, RoraConfig, Targets};
+use serde::{Deserialize, Serialize};
+
+use super::{BenchConfig, BenchError, EvalSets, say};
+use crate::models::SequenceClassifier;
+use crate::train::{Encoded, TrainSettings, train};
+
+/// A way to clean the poisoned model with the defender's clean data. Serialized (in
+/// `results.json`) as its [`name`](Method::name).
+///
+/// The RoRA variants are LoRA plus some of RoRA's three mechanisms: **Cl**, dropout on
+/// the frozen base branch's output while training; **Tr**, the trigger-insensitive
+/// penalty added to the loss; **Pt**, the spectral rescaling of the trained update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Full fine-tuning: every weight trained, no adapters.
+    Full,
+    /// Plain LoRA on the targeted projections (the classification head trained too).
+    Lora,
+    /// RoRA: LoRA with Cl, Tr and Pt.
+    Rora,
+    /// LoRA with Cl alone: base-branch dropout (`LoraConfig::with_base_dropout`).
+    RoraCl,
+    /// LoRA with Tr alone: `Rora::penalty` added to the training loss.
+    RoraTr,
+    /// LoRA with Pt alone: the trained LoRA model rescaled (`Rora::rescale`).
+    RoraPt,
+}
+
+impl Method {
+    /// Every method, in table order.
+    pub const ALL: [Method; 6] = [
+        Method::Full,
+        Method::Lora,
+        Method::Rora,
+        Method::RoraCl,
+        Method::RoraTr,
+        Method::RoraPt,
+    ];
+
+    /// The order in which the models of one learning rate are made. `RoraPt` follows
+    /// `Lora` because it rescales LoRA's model instead of training its own. Every training
+    /// reseeds the device, but a method's adapters are initialised before that, from the
+    /// random state the previous training left; so this order is part of what makes a run
+    /// reproducible: changing it changes the numbers.
+    const CLEANING_ORDER: [Method; 6] = [
+        Method::Full,
+        Method::Lora,
+        Method::RoraPt,
+        Method::RoraCl,
+        Method::RoraTr,
+        Method::Rora,
+    ];
+
+    /// The name used in tables, charts and `results.json`: `full`, `lora`, `rora`,
+    /// `rora-cl`, `rora-tr`, `rora-pt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Full => "full",
+            Method::Lora => "lora",
+            Method::Rora => "rora",
+            Method::RoraCl => "rora-cl",
+            Method::RoraTr => "rora-tr",
+            Method::RoraPt => "rora-pt",
+        }
+    }
+
+    /// Whether the method trains with Cl (base-branch dropout).
+    pub fn uses_cl(self) -> bool {
+        matches!(self, Method::Rora | Method::RoraCl)
+    }
+
+    /// Whether the method trains with Tr (the penalty).
+    pub fn uses_tr(self) -> bool {
+        matches!(self, Method::Rora | Method::RoraTr)
+    }
+
+    /// Whether the method rescales its trained update (Pt).
+    pub fn uses_pt(self) -> bool {
+        matches!(self, Method::Rora | Method::RoraPt)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// A cleaned model and the seconds its training took.
+#[derive(Clone)]
+pub(super) struct Cleaned<M> {
+    pub model: M,
+    pub secs: f64,
+}
+
+/// One method's best learning rate of a seed so far: the highest clean dev accuracy.
+pub(super) struct Candidate<M> {
+    /// The learning rate.
+    pub lr: f64,
+    /// Clean dev accuracy of its model (what chooses).
+    pub dev_ca: f64,
+    /// Dev ASR of its model (reported, never used to choose).
+    pub dev_asr: f64,
+    /// The cleaned model.
+    pub model: M,
+    /// Seconds its training took.
+    pub secs: f64,
+}
+
+/// What cleaning shares across methods, seeds and learning rates: the poisoned model,
+/// where the adapters go (`M::default_targets`, the head trained too) and their LoRA
+/// settings, the prepared RoRA (the poisoned `W0`'s cached top-k subspaces, for Tr's
+/// penalty, Pt's rescaling and the spectral reports) and the clean training data.
+pub(super) struct Cleaner<'a, M> {
+    poisoned: M,
+    targets: Targets,
+    lora: LoraConfig,
+    rora: Rora,
+    data: &'a Encoded,
+    cfg: &'a BenchConfig,
+    label: &'a str,
+}
+
+impl<'a, M: SequenceClassifier> Cleaner<'a, M> {
+    /// The cleaner of `poisoned`, fine-tuning on `data` with the settings of `cfg`;
+    /// `label` prefixes progress messages.
+    pub fn new(
+        poisoned: M,
+        data: &'a Encoded,
+        cfg: &'a BenchConfig,
+        label: &'a str,
+    ) -> Result<Self, BenchError> {
+        let targets = Targets::parse(&M::default_targets())
+            .and_then(|t| t.with_modules_to_save(&[M::head()]))
+            .map_err(|e| BenchError::Settings(e.to_string()))?;
+        let lora = LoraConfig::new(cfg.rank, cfg.alpha);
+        // The paper's Pt choice for BERT and LLaMA: the targeted projections of the last
+        // `rescale_blocks` blocks.
+        let rora_config = RoraConfig::new()
+            .with_lambda(cfg.lambda)
+            .with_top_k(cfg.top_k)
+            .with_rescale(RescaleTarget::Ratio(cfg.rescale_ratio))
+            .with_rescale_layers(
+                LayerSelection::patterns(M::default_targets()).with_last_blocks(cfg.rescale_blocks),
+            );
+        let rora = Rora::prepare(&adapt(&poisoned, &targets, &lora, 0.0)?, rora_config)?;
+        Ok(Cleaner {
+            poisoned,
+            targets,
+            lora,
+            rora,
+            data,
+            cfg,
+            label,
+        })
+    }
+
+    /// The prepared RoRA (its spectral reports describe any cleaned adapted model).
+    pub fn rora(&self) -> &Rora {
+        &self.rora
+    }
+
+    /// Clean the poisoned model with `method` at learning rate `lr`, fine-tuning seed
+    /// `seed`.
+    ///
+    /// `RoraPt` trains nothing when given `lora`, which must be [`Method::Lora`]'s model
+    /// of the same seed and rate: it rescales that model (and reports LoRA's training
+    /// seconds), which saves one training run; without `lora` it trains LoRA first. The
+    /// other methods ignore `lora`.
+    pub fn clean(
+        &self,
+        method: Method,
+        lr: f64,
+        seed: u64,
+        lora: Option<&Cleaned<M>>,
+    ) -> Result<Cleaned<M>, BenchError> {
+        let trained = match (method, lora) {
+            (Method::Full, _) => self.train(self.poisoned.clone(), method, lr, seed),
+            (Method::RoraPt, Some(lora)) => lora.clone(),
+            _ => {
+                let base_dropout = if method.uses_cl() {
+                    self.cfg.base_dropout
+                } else {
+                    0.0
+                };
+                let adapted = adapt(&self.poisoned, &self.targets, &self.lora, base_dropout)?;
+                self.train(adapted, method, lr, seed)
+            }
+        };
+        if method.uses_pt() {
+            let (model, _) = self.rora.rescale(trained.model)?;
+            Ok(Cleaned {
+                model,
+                secs: trained.secs,
+            })
+        } else {
+            Ok(trained)
+        }
+    }
+
+    /// Clean with every method at every learning rate of the grid for fine-tuning seed
+    /// `seed`, and keep per method the rate whose model has the best clean dev accuracy
+    /// (the first of equals; ASR never chooses).
+    pub fn best_per_method(
+        &self,
+        seed: u64,
+        sets: &EvalSets,
+    ) -> Result<BTreeMap<Method, Candidate<M>>, BenchError> {
+        let mut best: BTreeMap<Method, Candidate<M>> = BTreeMap::new();
+        for &lr in &self.cfg.lr_grid {
+            let mut lora = None;
+            for method in Method::CLEANING_ORDER {
+                let cleaned = self.clean(method, lr, seed, lora.as_ref())?;
+                if method == Method::Lora {
+                    lora = Some(cleaned.clone());
+                }
+                let (dev_ca, dev_asr) = sets.dev(&cleaned.model);
+                say(
+                    self.cfg,
+                    format_args!(
+                        "{} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {dev_ca:.3}  dev ASR {dev_asr:.3}  ({:.0} s)",
+                        self.label, cleaned.secs
+                    ),
+                );
+                if best.get(&method).is_none_or(|b| dev_ca > b.dev_ca) {
+                    let Cleaned { model, secs } = cleaned;
+                    best.insert(
+                        method,
+                        Candidate {
+                            lr,
+                            dev_ca,
+                            dev_asr,
+                            model,
+                            secs,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Fine-tune `model` on the clean data at `lr` (with Tr's penalty if `method` uses
+    /// it), the device seeded with `1000 + seed` first; the result in inference mode.
+    fn train(&self, model: M, method: Method, lr: f64, seed: u64) -> Cleaned<M> {
+        let cfg = self.cfg;
+        let settings = TrainSettings {
+            steps: cfg.finetune_steps,
+            batch_size: cfg.batch_size,
+            lr,
+            weight_decay: cfg.weight_decay,
+            seed: 100 + seed,
+        };
+        Device::default().seed(1000 + seed);
+        let start = Instant::now();
+        let model = train(
+            model,
+            self.data,
+            &settings,
+            method.uses_tr().then_some(&self.rora),
+            &format!("{} {method} {lr:.0e}", self.label),
+            cfg.quiet,
+        );
+        Cleaned {
+            model: model.valid(),
+            secs: start.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// A copy of `poisoned` with LoRA adapters on `targets` (base-branch dropout
+/// `base_dropout`), frozen but for the adapters and the head.
+fn adapt<M: SequenceClassifier>(
+    poisoned: &M,
+    targets: &Targets,
+    lora: &LoraConfig,
+    base_dropout: f64,
+) -> Result<M, BenchError> {
+    Ok(rora::inject_lora(
+        poisoned.clone(),
+        targets,
+        &lora.clone().with_base_dropout(base_dropout),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Method;
+
+    #[test]
+    fn methods_serialize_as_their_names() {
+        for method in Method::ALL {
+            let json = serde_json::to_string(&method).unwrap();
+            assert_eq!(json, format!("\"{}\"", method.name()));
+            assert_eq!(serde_json::from_str::<Method>(&json).unwrap(), method);
+            assert_eq!(method.to_string(), method.name());
+        }
+        let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names,
+            ["full", "lora", "rora", "rora-cl", "rora-tr", "rora-pt"]
+        );
+        // BTreeMap<Method, _> iterates in table order.
+        let mut sorted = Method::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Method::ALL);
+    }
+
+    #[test]
+    fn cleaning_order_has_every_method_once_with_pt_after_lora() {
+        let mut order = Method::CLEANING_ORDER;
+        order.sort();
+        assert_eq!(order, Method::ALL);
+        let at = |m| Method::CLEANING_ORDER.iter().position(|&x| x == m).unwrap();
+        assert!(at(Method::Lora) < at(Method::RoraPt));
+    }
+}
