@@ -92,8 +92,9 @@ pub fn adapter_from_model<M: Module>(
     })
 }
 
-/// Save the adapters of `model` to `dir` in PEFT's format (atomic: a failed save leaves the
-/// previous files intact). Returns what was written.
+/// Save the adapters of `model` to `dir` in PEFT's format. Nothing is written unless every
+/// factor is finite and fits its layer, and the files are replaced atomically: a failed save
+/// leaves the previous files intact. Returns what was written.
 pub fn save_adapter<M: Module>(
     model: &M,
     dir: &Path,
@@ -117,6 +118,9 @@ pub fn load_adapter<M: Module>(
 
 /// Write an adapter's factors and scales into the adapted layers of `model`.
 ///
+/// The adapter is validated first ([`PeftAdapter::validate`]: shapes against its rank,
+/// finite values), then matched against the model; on any error the model is not changed.
+///
 /// Every adapter layer must exist in the model with the same `in`, `out` and rank, and
 /// every adapted layer of the model must be in the adapter; otherwise a typed error names
 /// the layer or key. [`LoraLinear`](crate::LoraLinear) layers take the file's scale; for
@@ -127,6 +131,7 @@ pub fn apply_adapter<M: Module>(
     adapter: &PeftAdapter,
     options: &AdapterOptions,
 ) -> Result<M, AdapterError> {
+    adapter.validate()?;
     let layers = adapted_layers(&model);
     let by_path: HashMap<&str, &AdaptedLayer> =
         layers.iter().map(|l| (l.path.as_str(), l)).collect();
@@ -207,6 +212,7 @@ fn model_mismatch(e: ReplaceError) -> AdapterError {
 /// A layer named in the file that the model lacks, or a factor whose shape does not fit the
 /// layer, is an error naming it.
 pub fn attach_adapter<M: LoraModel>(model: M, adapter: &PeftAdapter) -> Result<M, AdapterError> {
+    adapter.validate()?;
     let mut seen = Vec::new();
     let mut error = None;
     let model = model.map_lora_linears("", &mut |path, layer| {

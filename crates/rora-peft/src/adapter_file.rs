@@ -260,14 +260,28 @@ impl PeftAdapter {
                 path: dir.to_path_buf(),
             });
         }
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| AdapterError::io(dir, e))?;
-        let metadata = [("format".to_string(), "pt".to_string())].into();
         let config_path = dir.join(CONFIG_FILE);
-        // Check both destinations before writing either.
-        check_output(&config_path, overwrite)?;
-        let weights = staged_safetensors(&weights_path, &tensors, Some(metadata), overwrite)?;
-        let json = self.config.to_json();
-        let config = Staged::new(&config_path, overwrite, |w| w.write_all(json.as_bytes()))?;
+        let stage = || {
+            // Check both destinations before writing either.
+            check_output(&config_path, overwrite)?;
+            let metadata = [("format".to_string(), "pt".to_string())].into();
+            let weights = staged_safetensors(&weights_path, &tensors, Some(metadata), overwrite)?;
+            let json = self.config.to_json();
+            let config = Staged::new(&config_path, overwrite, |w| w.write_all(json.as_bytes()))?;
+            Ok::<_, AdapterError>((weights, config))
+        };
+        let (weights, config) = match stage() {
+            Ok(staged) => staged,
+            Err(e) => {
+                if created {
+                    // Leave no empty folder behind (only an empty one can be removed).
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(e);
+            }
+        };
         weights.commit()?;
         config.commit()?;
         Ok(())
