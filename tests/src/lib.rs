@@ -111,6 +111,32 @@ pub fn rel_error(got: Tensor<2>, want: Tensor<2>) -> f64 {
     max_err / max_abs.max(f64::MIN_POSITIVE)
 }
 
+/// The paths of a model's `LoraLinear` modules as burn's own `ModuleVisitor` reports them
+/// (the path at which a field of a `Struct:LoraLinear` container is entered), in visiting
+/// order: the oracle the `LoraModel` derive is checked against.
+pub fn burn_lora_linear_paths<M: Module>(model: &M) -> Vec<String> {
+    #[derive(Default)]
+    struct V {
+        path: Vec<String>,
+        out: Vec<String>,
+    }
+    impl burn::module::ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            let here = self.path.join(".");
+            if container_type == "Struct:LoraLinear" && self.out.last() != Some(&here) {
+                self.out.push(here);
+            }
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+    }
+    let mut v = V::default();
+    model.visit(&mut v);
+    v.out
+}
+
 /// The workspace README: its Rust code blocks run as doctests of this crate.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

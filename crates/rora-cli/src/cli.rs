@@ -205,66 +205,34 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `rora rescale --adapter a --base b --out c` plus `extra`.
+    fn rescale(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec![
+            "rora",
+            "rescale",
+            "--adapter",
+            "a",
+            "--base",
+            "b",
+            "--out",
+            "c",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+    }
+
     #[test]
     fn factor_and_ratio_conflict() {
-        let r = Cli::try_parse_from([
-            "rora",
-            "rescale",
-            "--adapter",
-            "a",
-            "--base",
-            "b",
-            "--out",
-            "c",
-            "--factor",
-            "2",
-            "--target-ratio",
-            "1",
-        ]);
-        assert!(r.is_err());
-        let r = Cli::try_parse_from([
-            "rora",
-            "rescale",
-            "--adapter",
-            "a",
-            "--base",
-            "b",
-            "--out",
-            "c",
-            "--factor",
-            "-1",
-        ]);
-        assert!(r.is_err());
+        assert!(rescale(&["--factor", "2", "--target-ratio", "1"]).is_err());
+        assert!(rescale(&["--factor", "-1"]).is_err());
         for flag in ["--factor", "--target-ratio"] {
             for bad in ["0", "0.0", "-0", "-2", "1e-400", "inf", "NaN"] {
                 let arg = format!("{flag}={bad}");
-                let r = Cli::try_parse_from([
-                    "rora",
-                    "rescale",
-                    "--adapter",
-                    "a",
-                    "--base",
-                    "b",
-                    "--out",
-                    "c",
-                    &arg,
-                ]);
-                let e = r.expect_err(bad);
+                let e = rescale(&[&arg]).expect_err(bad);
                 assert!(e.to_string().contains("> 0"), "{flag} {bad}: {e}");
             }
         }
-        let r = Cli::try_parse_from([
-            "rora",
-            "rescale",
-            "--adapter",
-            "a",
-            "--base",
-            "b",
-            "--out",
-            "c",
-            "--layers",
-            "re:fc(",
-        ]);
-        assert!(r.is_err());
+        assert!(rescale(&["--layers", "re:fc("]).is_err());
+        assert!(rescale(&["--layers", "q_proj", "--layers", "re:.*v_proj"]).is_ok());
     }
 }

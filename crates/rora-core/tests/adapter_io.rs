@@ -22,14 +22,22 @@ fn net(device: &Device) -> Net {
         fc1: LinearConfig::new(6, 5).init(device).into(),
         fc2: LinearConfig::new(5, 3).init(device).into(),
     };
-    let n = inject_lora(n, &Targets::parse(&["fc1", "fc2"]).unwrap(), &LoraConfig::new(2, 4.0))
-        .unwrap();
+    let n = inject_lora(
+        n,
+        &Targets::parse(&["fc1", "fc2"]).unwrap(),
+        &LoraConfig::new(2, 4.0),
+    )
+    .unwrap();
     // Non-zero B, so the adapter changes the output.
     let b = |l: LoraLinear| {
         let f = l.lora.as_ref().unwrap();
         let (a, s) = (f.a.val(), f.scale_value());
         let shape = f.b.shape().dims::<2>();
-        l.with_factors(a, Tensor::random(shape, Distribution::Normal(0.0, 1.0), device), s)
+        l.with_factors(
+            a,
+            Tensor::random(shape, Distribution::Normal(0.0, 1.0), device),
+            s,
+        )
     };
     Net {
         fc1: b(n.fc1),
@@ -76,10 +84,8 @@ fn a_non_finite_factor_is_neither_saved_nor_applied() {
     let good = net(&device);
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&good, dir.path(), &AdapterOptions::default()).unwrap();
-    let before = (
-        std::fs::read(dir.path().join(CONFIG_FILE)).unwrap(),
-        std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap(),
-    );
+    let files = || [CONFIG_FILE, WEIGHTS_FILE].map(|f| std::fs::read(dir.path().join(f)).unwrap());
+    let before = files();
 
     let mut bad = net(&device);
     let f = bad.fc2.lora.as_ref().unwrap();
@@ -92,11 +98,7 @@ fn a_non_finite_factor_is_neither_saved_nor_applied() {
             if key == "base_model.model.fc2.lora_A.weight"),
         "{err}"
     );
-    let after = (
-        std::fs::read(dir.path().join(CONFIG_FILE)).unwrap(),
-        std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap(),
-    );
-    assert!(before == after, "the previous adapter files were changed");
+    assert!(before == files(), "the previous adapter files were changed");
 
     // The same adapter, built in memory, is refused by apply_adapter.
     let mut adapter = adapter_from_model(&good, &AdapterOptions::default()).unwrap();

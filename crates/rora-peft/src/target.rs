@@ -190,18 +190,7 @@ impl Targets {
         &self,
         paths: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Result<(), TargetError> {
-        if !self.strict {
-            return Ok(());
-        }
-        for p in &self.modules_to_save {
-            if !paths.clone().into_iter().any(|path| p.matches(path)) {
-                return Err(TargetError::Unmatched {
-                    pattern: p.as_written(),
-                    candidates: paths.into_iter().take(20).map(str::to_string).collect(),
-                });
-            }
-        }
-        Ok(())
+        self.check_used(&self.modules_to_save, paths)
     }
 
     /// Do not report patterns that match nothing.
@@ -225,10 +214,18 @@ impl Targets {
         &self,
         paths: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Result<(), TargetError> {
+        self.check_used(&self.patterns, paths)
+    }
+
+    fn check_used<'a>(
+        &self,
+        patterns: &[TargetPattern],
+        paths: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<(), TargetError> {
         if !self.strict {
             return Ok(());
         }
-        for p in &self.patterns {
+        for p in patterns {
             if !paths.clone().into_iter().any(|path| p.matches(path)) {
                 return Err(TargetError::Unmatched {
                     pattern: p.as_written(),

@@ -177,24 +177,26 @@ impl TensorFile {
     /// Shape and dtype of a tensor without reading its data.
     pub fn info(&self, key: &str) -> Result<(Vec<usize>, Dtype), AdapterError> {
         let parsed = self.parsed();
-        let view = parsed
-            .tensor(key)
-            .map_err(|_| AdapterError::MissingTensor {
-                path: self.path.clone(),
-                key: key.to_string(),
-            })?;
+        let view = self.view(&parsed, key)?;
         Ok((view.shape().to_vec(), view.dtype()))
+    }
+
+    /// The tensor `key` of `parsed`, or [`AdapterError::MissingTensor`] naming this file.
+    fn view<'p>(
+        &self,
+        parsed: &'p SafeTensors<'p>,
+        key: &str,
+    ) -> Result<TensorView<'p>, AdapterError> {
+        parsed.tensor(key).map_err(|_| AdapterError::MissingTensor {
+            path: self.path.clone(),
+            key: key.to_string(),
+        })
     }
 
     /// Read one tensor, converted to float32 (F32, F64, F16 and BF16 are accepted).
     pub fn tensor(&self, key: &str) -> Result<HostTensor, AdapterError> {
         let parsed = self.parsed();
-        let view = parsed
-            .tensor(key)
-            .map_err(|_| AdapterError::MissingTensor {
-                path: self.path.clone(),
-                key: key.to_string(),
-            })?;
+        let view = self.view(&parsed, key)?;
         let data = view_to_f32(&view, key, &self.path)?;
         Ok(HostTensor {
             shape: view.shape().to_vec(),

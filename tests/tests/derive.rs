@@ -1,42 +1,15 @@
 //! `#[derive(LoraModel)]` names every `LoraLinear` exactly as burn's own module visitor
-//! does, through nested structs, `Vec`, `Option`, arrays, enums and generics.
+//! does, through nested structs, `Vec`, `Option`, arrays, enums and generics, and for the
+//! examples' BERT and LLaMA; `inject_lora` freezes the rest and keeps `modules_to_save`.
 
-use std::collections::BTreeSet;
-
-use burn::module::{Module, ModuleVisitor};
+use burn::module::Module;
 use burn::nn::{Gelu, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{Device, Tensor};
-use rora_core::{
+use rora::{
     LoraConfig, LoraLinear, LoraModel, ParamSummary, Targets, inject_lora, lora_linear_paths,
 };
-
-/// The paths of the `LoraLinear` modules, as burn's `ModuleVisitor` reports them: the path
-/// at which a field of a `Struct:LoraLinear` container is entered.
-fn burn_lora_linear_paths<M: Module>(model: &M) -> Vec<String> {
-    #[derive(Default)]
-    struct V {
-        path: Vec<String>,
-        seen: BTreeSet<String>,
-        order: Vec<String>,
-    }
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            if container_type == "Struct:LoraLinear" {
-                let p = self.path.join(".");
-                if self.seen.insert(p.clone()) {
-                    self.order.push(p);
-                }
-            }
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-    }
-    let mut v = V::default();
-    model.visit(&mut v);
-    v.order
-}
+use rora_examples::models::{BertConfig, LlamaConfig};
+use rora_tests::burn_lora_linear_paths;
 
 fn lin(d: usize, device: &Device) -> LoraLinear {
     LinearConfig::new(d, d).init(device).into()
@@ -136,6 +109,22 @@ fn derived_paths_are_burns_module_paths() {
 }
 
 #[test]
+fn derived_paths_are_burns_module_paths_for_bert_and_llama() {
+    let device = Device::default();
+    let bert = BertConfig::new(50).with_n_layers(2).init(&device);
+    let want = burn_lora_linear_paths(&bert);
+    assert_eq!(want.len(), 2 * 6 + 2);
+    assert!(want.contains(&"layers.1.attention.value".to_string()));
+    assert_eq!(lora_linear_paths(bert), want);
+
+    let llama = LlamaConfig::new(50).with_n_layers(2).init(&device);
+    let want = burn_lora_linear_paths(&llama);
+    assert_eq!(want.len(), 2 * 7 + 1);
+    assert!(want.contains(&"layers.0.self_attn.q_proj".to_string()));
+    assert_eq!(lora_linear_paths(llama), want);
+}
+
+#[test]
 fn skipped_fields_are_passed_through_untouched() {
     let device = Device::default();
     let m = model(&device);
@@ -191,7 +180,7 @@ fn a_modules_to_save_pattern_that_matches_nothing_is_an_error() {
     let err = inject_lora(model(&device), &targets, &LoraConfig::new(2, 4.0)).unwrap_err();
     assert!(matches!(
         err,
-        rora_core::InjectError::Target(rora_core::TargetError::Unmatched { ref pattern, .. })
+        rora::InjectError::Target(rora::TargetError::Unmatched { ref pattern, .. })
             if pattern == "classifier"
     ));
 }
