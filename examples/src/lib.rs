@@ -8,6 +8,7 @@
 //! - [`metrics`](mod@metrics): CA and ASR.
 
 pub mod attacks;
+pub mod backend;
 pub mod bench;
 pub mod data;
 pub mod metrics;

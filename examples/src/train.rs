@@ -88,6 +88,50 @@ pub struct TrainSettings {
     pub weight_decay: f64,
     /// Seed of the batch order.
     pub seed: u64,
+    /// Sort-by-length bucketing ([`epoch_batches`]): batches of similar lengths, so less
+    /// padding. Off by default.
+    #[serde(default)]
+    pub bucket: bool,
+}
+
+/// Examples per bucketing pool, in batches: a shuffled epoch is cut into pools of this many
+/// batches, each sorted by length ([`epoch_batches`]).
+pub const BUCKET_POOL_BATCHES: usize = 8;
+
+/// One epoch of batches (indices into a set whose examples have `lengths` tokens): the
+/// examples shuffled with `rng`, cut into full batches of `batch_size` (an incomplete last
+/// batch is dropped; a set smaller than one batch is one batch).
+///
+/// With `bucket`, each pool of [`BUCKET_POOL_BATCHES`] batches of the shuffled order is
+/// sorted by length before it is cut, and the batches' order is shuffled again: a batch
+/// then holds sentences of similar length, so padding to its longest wastes little (the
+/// "sortish" sampler). Without it the batches and the draws from `rng` are exactly those
+/// of a plain shuffled epoch.
+pub fn epoch_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    bucket: bool,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    if order.len() < batch_size {
+        return vec![order];
+    }
+    if bucket {
+        for pool in order.chunks_mut(batch_size * BUCKET_POOL_BATCHES) {
+            pool.sort_by_key(|&i| lengths[i]);
+        }
+    }
+    let mut batches: Vec<Vec<usize>> = order
+        .chunks_exact(batch_size)
+        .map(<[usize]>::to_vec)
+        .collect();
+    if bucket {
+        batches.shuffle(rng);
+    }
+    batches
 }
 
 /// The learning rate at `step` of `steps`: linear warm-up over the first 10%, then linear
@@ -122,8 +166,8 @@ where
         .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = StdRng::seed_from_u64(settings.seed);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut cursor = order.len();
+    let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
+    let mut batches: Vec<Vec<usize>> = Vec::new();
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -137,13 +181,12 @@ where
     bar.set_prefix(label.to_string());
     let start = Instant::now();
     for step in 0..settings.steps {
-        if cursor + settings.batch_size > order.len() {
-            order.shuffle(&mut rng);
-            cursor = 0;
+        if batches.is_empty() {
+            batches = epoch_batches(&lengths, settings.batch_size, settings.bucket, &mut rng);
+            batches.reverse(); // taken from the back, in epoch order
         }
-        let idx = &order[cursor..(cursor + settings.batch_size).min(order.len())];
-        cursor += settings.batch_size;
-        let (tokens, mask, labels) = data.batch(idx, &device);
+        let idx = batches.pop().expect("an epoch has at least one batch");
+        let (tokens, mask, labels) = data.batch(&idx, &device);
         let logits = model.logits(tokens, mask);
         let mut loss = loss_fn.forward(logits, labels);
         if let Some(rora) = rora {
@@ -179,4 +222,38 @@ pub fn predict<M: SequenceClassifier>(model: &M, data: &Encoded, batch_size: usi
         out.extend(values.into_iter().map(|v| v as usize));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_epoch_is_the_shuffled_order_in_full_batches() {
+        let lengths: Vec<usize> = (0..70).map(|i| i % 13 + 1).collect();
+        let batches = epoch_batches(&lengths, 32, false, &mut StdRng::seed_from_u64(5));
+        let mut order: Vec<usize> = (0..70).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(5));
+        assert_eq!(batches, vec![order[..32].to_vec(), order[32..64].to_vec()]);
+        let small = epoch_batches(&lengths[..5], 32, true, &mut StdRng::seed_from_u64(5));
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].len(), 5);
+    }
+
+    #[test]
+    fn bucketed_batches_hold_similar_lengths_and_each_example_once() {
+        let lengths: Vec<usize> = (0..512).map(|i| (i * 37) % 60 + 1).collect();
+        let spread = |b: &[usize]| {
+            let l: Vec<usize> = b.iter().map(|&i| lengths[i]).collect();
+            l.iter().max().unwrap() - l.iter().min().unwrap()
+        };
+        let plain = epoch_batches(&lengths, 16, false, &mut StdRng::seed_from_u64(1));
+        let bucketed = epoch_batches(&lengths, 16, true, &mut StdRng::seed_from_u64(1));
+        assert_eq!(bucketed.len(), 32);
+        let mut seen: Vec<usize> = bucketed.concat();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..512).collect::<Vec<_>>());
+        let total = |bs: &[Vec<usize>]| bs.iter().map(|b| spread(b)).sum::<usize>();
+        assert!(total(&bucketed) * 3 < total(&plain));
+    }
 }

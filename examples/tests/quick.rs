@@ -1,7 +1,23 @@
 //! The benchmark's `--quick` mode runs end to end and writes outputs that parse. It asserts
 //! the shape of the results, never their values (tiny models mean nothing).
 
-use rora_examples::bench::{self, BenchConfig, Method};
+use rora_examples::bench::{self, AdapterChoice, BenchConfig, Method};
+
+#[test]
+fn quick_benchmark_with_dora_adds_the_dora_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = BenchConfig::quick();
+    cfg.out = dir.path().to_path_buf();
+    cfg.models.truncate(1);
+    cfg.adapter = AdapterChoice::Dora;
+    let results = bench::run(&cfg).unwrap();
+    assert_eq!(results.runs.len(), Method::ALL.len());
+    let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert!(
+        md.contains("| dora |") && md.contains("| dora-rora |"),
+        "{md}"
+    );
+}
 
 #[test]
 fn quick_benchmark_writes_parseable_results() {
@@ -24,7 +40,7 @@ fn quick_benchmark_writes_parseable_results() {
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(
         runs.len(),
-        cfg.models.len() * cfg.attacks.len() * cfg.seeds * Method::ALL.len()
+        cfg.models.len() * cfg.attacks.len() * cfg.seeds * Method::run_with(cfg.adapter).len()
     );
     for r in runs {
         let method = r["method"].as_str().unwrap();

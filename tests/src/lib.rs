@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rora::core::peft::{HostMatrix, TensorFile};
-use rora::{LoraLinear, LoraModel};
+use rora::{LoraEmbedding, LoraLinear, LoraModel};
 
 /// The folder of fixture `name` (`peft-mlp` or `peft-mlp-rslora`): `fixtures/<name>` in
 /// this crate, made by `fixtures/make_fixtures.py`.
@@ -89,6 +89,51 @@ pub fn load_mlp(fixture: &str, device: &Device) -> Mlp {
     }
 }
 
+/// The embedding fixtures' model (`peft-embedding`, `peft-embedding-dora`):
+/// `y = fc2(tanh(fc1(emb(ids))))`.
+#[derive(Module, LoraModel, Debug)]
+pub struct EmbMlp {
+    /// Token embedding.
+    pub emb: LoraEmbedding,
+    /// First layer.
+    pub fc1: LoraLinear,
+    /// Second layer.
+    pub fc2: LoraLinear,
+}
+
+impl EmbMlp {
+    /// `[batch, seq]` token ids → `[batch, seq, out]`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.fc2
+            .forward(self.fc1.forward(self.emb.forward(ids)).tanh())
+    }
+}
+
+/// An embedding fixture's base model, without adapters.
+pub fn load_emb_mlp(fixture: &str, device: &Device) -> EmbMlp {
+    let file = TensorFile::open(&fixture_dir(fixture).join("model.safetensors")).unwrap();
+    EmbMlp {
+        emb: LoraEmbedding::from_weights(read_matrix(&file, "emb.weight", device)),
+        fc1: linear_from(&file, "fc1", device).into(),
+        fc2: linear_from(&file, "fc2", device).into(),
+    }
+}
+
+/// The token ids `[batch, seq]` an embedding fixture stores as float32 `ids`.
+pub fn read_ids(file: &TensorFile, device: &Device) -> Tensor<2, Int> {
+    let t = file.tensor("ids").unwrap();
+    let ids: Vec<i64> = t.data.iter().map(|&v| v as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [t.shape[0], t.shape[1]]), device)
+}
+
+/// Read a `[batch, seq, out]` tensor as `[batch·seq, out]`.
+pub fn read_rows(file: &TensorFile, name: &str, device: &Device) -> Tensor<2> {
+    let t = file.tensor(name).unwrap();
+    let out = *t.shape.last().unwrap();
+    let rows = t.data.len() / out;
+    Tensor::from_data(TensorData::new(t.data, [rows, out]), device)
+}
+
 /// The fixture's base model with burn's `Linear`s.
 pub fn load_native_mlp(fixture: &str, device: &Device) -> NativeMlp {
     let file = TensorFile::open(&fixture_dir(fixture).join("model.safetensors")).unwrap();
@@ -125,6 +170,34 @@ pub fn burn_lora_linear_paths<M: Module>(model: &M) -> Vec<String> {
             let here = self.path.join(".");
             if container_type == "Struct:LoraLinear" && self.out.last() != Some(&here) {
                 self.out.push(here);
+            }
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+    }
+    let mut v = V::default();
+    model.visit(&mut v);
+    v.out
+}
+
+/// The paths of a model's adaptable layers (`LoraLinear` and `LoraEmbedding` modules) as
+/// burn's own `ModuleVisitor` reports them, in visiting order, with the container type:
+/// the oracle for `lora_layer_paths`.
+pub fn burn_lora_layer_paths<M: Module>(model: &M) -> Vec<(String, String)> {
+    #[derive(Default)]
+    struct V {
+        path: Vec<String>,
+        out: Vec<(String, String)>,
+    }
+    impl burn::module::ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            let here = self.path.join(".");
+            if matches!(container_type, "Struct:LoraLinear" | "Struct:LoraEmbedding")
+                && self.out.last().map(|(p, _)| p) != Some(&here)
+            {
+                self.out.push((here, container_type.to_string()));
             }
             self.path.push(name.to_string());
         }

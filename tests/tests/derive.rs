@@ -5,11 +5,12 @@
 use burn::module::Module;
 use burn::nn::{Gelu, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{Device, Tensor};
+use rora::{LayerKind, LoraEmbedding, lora_layer_paths};
 use rora::{
     LoraConfig, LoraLinear, LoraModel, ParamSummary, Targets, inject_lora, lora_linear_paths,
 };
 use rora_examples::models::{BertConfig, LlamaConfig};
-use rora_tests::burn_lora_linear_paths;
+use rora_tests::{burn_lora_layer_paths, burn_lora_linear_paths};
 
 fn lin(d: usize, device: &Device) -> LoraLinear {
     LinearConfig::new(d, d).init(device).into()
@@ -183,4 +184,98 @@ fn a_modules_to_save_pattern_that_matches_nothing_is_an_error() {
         rora::InjectError::Target(rora::TargetError::Unmatched { ref pattern, .. })
             if pattern == "classifier"
     ));
+}
+
+#[derive(Module, LoraModel, Debug)]
+enum Input {
+    Tokens(LoraEmbedding),
+    Dense(LoraLinear),
+}
+
+#[derive(Module, LoraModel, Debug)]
+struct WithEmbeddings<E: Module> {
+    inputs: Vec<Input>,
+    positions: Option<LoraEmbedding>,
+    tables: [LoraEmbedding; 2],
+    body: Model<E>,
+}
+
+#[test]
+fn derived_layer_paths_with_embeddings_are_burns_module_paths() {
+    use burn::nn::EmbeddingConfig;
+    let device = Device::default();
+    let emb = |n: usize| LoraEmbedding::from(EmbeddingConfig::new(n, 4).init(&device));
+    let m = WithEmbeddings {
+        inputs: vec![Input::Tokens(emb(10)), Input::Dense(lin(4, &device))],
+        positions: Some(emb(6)),
+        tables: [emb(3), emb(5)],
+        body: model(&device),
+    };
+    let burn_paths: Vec<(String, LayerKind)> = burn_lora_layer_paths(&m)
+        .into_iter()
+        .filter(|(p, _)| !p.contains("opaque."))
+        .map(|(p, ty)| {
+            let kind = match ty.as_str() {
+                "Struct:LoraEmbedding" => LayerKind::Embedding,
+                _ => LayerKind::Linear,
+            };
+            (p, kind)
+        })
+        .collect();
+    let derived = lora_layer_paths(m);
+    assert_eq!(derived, burn_paths);
+    let embeddings: Vec<&str> = derived
+        .iter()
+        .filter(|(_, k)| *k == LayerKind::Embedding)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        embeddings,
+        ["inputs.0.Tokens", "positions", "tables.0", "tables.1"]
+    );
+    // The linear layers are those `lora_linear_paths` sees, in the same order.
+    let linears: Vec<String> = derived
+        .iter()
+        .filter(|(_, k)| *k == LayerKind::Linear)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let m = WithEmbeddings {
+        inputs: vec![Input::Tokens(emb(10)), Input::Dense(lin(4, &device))],
+        positions: Some(emb(6)),
+        tables: [emb(3), emb(5)],
+        body: model(&device),
+    };
+    assert_eq!(lora_linear_paths(m), linears);
+    assert_eq!(linears[0], "inputs.1.Dense");
+    assert!(linears.contains(&"body.blocks.1.Mlp.up.1".to_string()));
+}
+
+#[test]
+fn inject_targets_embeddings_too() {
+    use burn::nn::EmbeddingConfig;
+    let device = Device::default().autodiff();
+    let m = WithEmbeddings {
+        inputs: vec![Input::Tokens(LoraEmbedding::from(
+            EmbeddingConfig::new(10, 4).init(&device),
+        ))],
+        positions: None,
+        tables: [
+            LoraEmbedding::from(EmbeddingConfig::new(3, 4).init(&device)),
+            LoraEmbedding::from(EmbeddingConfig::new(5, 4).init(&device)),
+        ],
+        body: model(&device),
+    };
+    let targets = Targets::parse(&["Tokens", "tables.1", "head"]).unwrap();
+    let adapted = inject_lora(m, &targets, &LoraConfig::new(2, 4.0)).unwrap();
+    let Input::Tokens(t) = &adapted.inputs[0] else {
+        panic!("tokens")
+    };
+    assert_eq!(t.rank(), Some(2));
+    assert!(!t.weight.is_require_grad(), "the table is frozen");
+    assert!(adapted.tables[0].lora.is_none() && adapted.tables[1].lora.is_some());
+    // A (2·10) and B (4·2) of the token table, A (2·5) and B (4·2) of table 1, and the head.
+    assert_eq!(
+        ParamSummary::of(&adapted).trainable,
+        (2 * 10 + 4 * 2) + (2 * 5 + 4 * 2) + 2 * (4 + 4)
+    );
 }

@@ -205,7 +205,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (path, o, i) in &adapted {
         let a = HostMatrix::new(rank, *i, rng.fill(rank * i, 1.0 / (*i as f64).sqrt()));
         let b = HostMatrix::new(*o, rank, rng.fill(o * rank, 0.01));
-        adapter.layers.insert(path.clone(), LayerFactors { a, b });
+        adapter.layers.insert(path.clone(), LayerFactors::new(a, b));
     }
     adapter.write(&out.join("adapter"))?;
     println!(

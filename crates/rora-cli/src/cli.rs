@@ -49,8 +49,18 @@ pub enum Command {
     /// (`--target-ratio R`, default 1.0) or s' = F·s (`--factor F`). The rescaling goes
     /// into the factors (B·√(s'/s), A·√(s'/s)); `r`, `lora_alpha` and every other config
     /// key are kept, so PEFT loads the result as before. Unselected layers are copied
-    /// unchanged. Prints old and new strength ratio per layer.
+    /// unchanged. Prints old and new strength ratio per layer. A DoRA adapter's magnitude
+    /// vectors are kept: the rescaling acts on the direction s·B·A.
     Rescale(RescaleArgs),
+    /// Combine several adapters with weights into one (PEFT's add_weighted_adapter).
+    ///
+    /// `--combination cat` (default) stacks the factors, rank Σ rᵢ, so the update is exactly
+    /// Σ wᵢ·ΔWᵢ; `svd` is its best rank-k approximation (factored SVD, k = --svd-rank or the
+    /// largest input rank); `linear` sums √(wᵢ·sᵢ)-weighted factors of equal-rank adapters
+    /// (PEFT's rough approximation). The result has r = lora_alpha = the new rank (scale 1).
+    /// DoRA adapters cannot be combined (an error). Fold the result into a base with
+    /// `rora merge`.
+    Combine(CombineArgs),
 }
 
 /// How strictly the adapter's config is held to its tensors (shared by every command).
@@ -95,6 +105,10 @@ pub struct InspectArgs {
     /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
+    /// The named adapter of a multi-adapter folder (PEFT's save_pretrained with several
+    /// adapters: `default` in DIR, NAME in DIR/NAME/).
+    #[arg(long, value_name = "NAME")]
+    pub adapter_name: Option<String>,
     /// Print one JSON document `{"layers": [...]}` instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -117,6 +131,9 @@ pub struct MergeArgs {
     /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
+    /// The named adapter of a multi-adapter folder (`default` in DIR, NAME in DIR/NAME/).
+    #[arg(long, value_name = "NAME")]
+    pub adapter_name: Option<String>,
     /// Output safetensors file (written atomically; its folder must exist). Must not be
     /// the base file or a file of the adapter.
     #[arg(long, value_name = "FILE")]
@@ -135,6 +152,9 @@ pub struct RescaleArgs {
     /// PEFT adapter folder to rescale.
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
+    /// The named adapter of a multi-adapter folder (`default` in DIR, NAME in DIR/NAME/).
+    #[arg(long, value_name = "NAME")]
+    pub adapter_name: Option<String>,
     /// Base model weights (for sigma1(W0)): a safetensors file in PyTorch layout.
     #[arg(long, value_name = "FILE")]
     pub base: PathBuf,
@@ -166,6 +186,59 @@ pub struct RescaleArgs {
     /// Overwriting.
     #[command(flatten)]
     pub force: ForceArgs,
+}
+
+/// Arguments of `rora combine`.
+#[derive(Debug, Args)]
+pub struct CombineArgs {
+    /// An input adapter folder and its weight, `DIR=WEIGHT` (repeatable, at least one; the
+    /// weight may be negative). A named adapter of a multi-adapter folder is its subfolder
+    /// (`DIR/NAME=WEIGHT`; `default` is DIR itself).
+    #[arg(long = "adapter", value_name = "DIR=WEIGHT", required = true, value_parser = parse_weighted, action = clap::ArgAction::Append)]
+    pub adapters: Vec<(PathBuf, f64)>,
+    /// How to combine: cat, svd or linear.
+    #[arg(long, value_enum, default_value_t = CombinationArg::Cat)]
+    pub combination: CombinationArg,
+    /// The rank of an `svd` combination (default: the largest input rank).
+    #[arg(long, value_name = "K", value_parser = parse_positive)]
+    pub svd_rank: Option<usize>,
+    /// Output adapter folder (created if missing; files written atomically). Must not be an
+    /// input folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Strictness.
+    #[command(flatten)]
+    pub strict: StrictArgs,
+    /// Overwriting.
+    #[command(flatten)]
+    pub force: ForceArgs,
+}
+
+/// `--combination` of `rora combine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CombinationArg {
+    /// Stack the factors: exactly Σ wᵢ·ΔWᵢ, rank Σ rᵢ.
+    Cat,
+    /// Best rank-k approximation of Σ wᵢ·ΔWᵢ.
+    Svd,
+    /// √-weighted sum of equal-rank factors (PEFT's rough approximation).
+    Linear,
+}
+
+fn parse_weighted(s: &str) -> Result<(PathBuf, f64), String> {
+    let (dir, weight) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected DIR=WEIGHT, got {s:?}"))?;
+    if dir.is_empty() {
+        return Err(format!("expected DIR=WEIGHT, got {s:?} (no folder)"));
+    }
+    let w: f64 = weight
+        .parse()
+        .map_err(|e: std::num::ParseFloatError| format!("weight {weight:?}: {e}"))?;
+    if !w.is_finite() {
+        return Err(format!("weight {weight:?} must be a finite number"));
+    }
+    Ok((PathBuf::from(dir), w))
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -234,5 +307,30 @@ mod tests {
         }
         assert!(rescale(&["--layers", "re:fc("]).is_err());
         assert!(rescale(&["--layers", "q_proj", "--layers", "re:.*v_proj"]).is_ok());
+    }
+
+    #[test]
+    fn combine_takes_weighted_folders() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["rora", "combine", "--out", "o"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let Command::Combine(c) = parse(&["--adapter", "a=0.5", "--adapter", "x/b=c=-2"])
+            .unwrap()
+            .command
+        else {
+            panic!("combine")
+        };
+        assert_eq!(
+            c.adapters,
+            [(PathBuf::from("a"), 0.5), (PathBuf::from("x/b=c"), -2.0)]
+        );
+        assert_eq!(c.combination, CombinationArg::Cat);
+        for bad in ["a", "=1", "a=x", "a=nan", "a=inf"] {
+            assert!(parse(&["--adapter", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&[]).is_err(), "at least one adapter");
+        assert!(parse(&["--adapter", "a=1", "--combination", "ties"]).is_err());
     }
 }

@@ -39,6 +39,25 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// `--adapter-name` names no adapter of the folder, or the folder holds only named
+    /// adapters and none was chosen.
+    #[error(
+        "{dir}: {}; it holds the adapter(s) {}: choose one with --adapter-name NAME",
+        match name {
+            Some(n) => format!("no adapter named {n:?}"),
+            None => "no adapter_config.json of its own (a multi-adapter folder)".to_string(),
+        },
+        available.join(", "),
+        dir = dir.display()
+    )]
+    AdapterName {
+        /// The `--adapter` folder.
+        dir: PathBuf,
+        /// The `--adapter-name` given, if any.
+        name: Option<String>,
+        /// The adapter names the folder holds.
+        available: Vec<String>,
+    },
     /// The adapter names a layer whose weight the base checkpoint does not have.
     #[error(
         "adapter layer {path:?} has no base weight {key:?} in {base}{hint}",
@@ -110,7 +129,7 @@ pub enum CliError {
     /// Folding the adapter into a base weight gives NaN or infinity (e.g. a huge
     /// `lora_alpha` or `lora_B`, or a value beyond the dtype's range).
     #[error(
-        "layer {path:?}: the merged weight {key:?} (W0 + s·B·A, s = {scale:e}) would hold {count} of {total} value(s) that are not finite in {dtype}; nothing written"
+        "layer {path:?}: the merged weight {key:?} ({formula}, s = {scale:e}) would hold {count} of {total} value(s) that are not finite in {dtype}; nothing written"
     )]
     NonFiniteMerge {
         /// The module path.
@@ -125,6 +144,8 @@ pub enum CliError {
         scale: f64,
         /// The dtype written.
         dtype: String,
+        /// What was merged: `"W0 + s·B·A"`, or DoRA's normalised form.
+        formula: &'static str,
     },
     /// The spectral analysis of a layer overflows float64 (finite inputs, e.g. a huge
     /// `lora_alpha`).
@@ -193,9 +214,11 @@ fn force_hint(e: &AdapterError) -> &'static str {
 /// the base weight.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "adapter layer {path:?} (lora_A {a_shape:?}, lora_B {b_shape:?}: update [{out}, {inp}]) does not fit base weight {key:?} with shape {base_shape:?} in {base}",
+    "adapter layer {path:?} ({kind} layer: A {a_shape:?}, B {b_shape:?}: update [{out}, {inp}], base weight {expected:?}) does not fit base weight {key:?} with shape {base_shape:?} in {base}",
+    kind = kind.name(),
     out = b_shape[0],
     inp = a_shape[1],
+    expected = kind.base_shape(b_shape[0], a_shape[1]),
     base = base.display()
 )]
 pub struct LayerShapeMismatch {
@@ -205,6 +228,8 @@ pub struct LayerShapeMismatch {
     pub a_shape: [usize; 2],
     /// `lora_B`'s shape `[out, r]`.
     pub b_shape: [usize; 2],
+    /// Linear layer or embedding (an embedding's base weight is `[in, out]`).
+    pub kind: rora_peft::LayerKind,
     /// The base tensor key.
     pub key: String,
     /// The base weight's shape.
@@ -241,6 +266,7 @@ impl CliError {
             | AdapterError::UnexpectedTensor { path, .. }
             | AdapterError::NotAMatrix { path, .. }
             | AdapterError::FactorShape { path, .. }
+            | AdapterError::InconsistentLayer { path, .. }
             | AdapterError::NonFinite { path, .. } => !path.as_os_str().is_empty(),
             _ => false,
         };
@@ -290,6 +316,7 @@ mod tests {
             path: "fc1".into(),
             a_shape: [4, 16],
             b_shape: [32, 4],
+            kind: rora_peft::LayerKind::Linear,
             key: "fc1.weight".into(),
             base_shape: vec![31, 16],
             base: "model.safetensors".into(),

@@ -75,7 +75,8 @@ pub fn max_k(out: usize, inp: usize) -> usize {
 /// Run `rora inspect`: the table (or, with `--json`, the [`InspectDocument`]) on `out`.
 pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let options = RunOptions::from_flags(args.strict, crate::cli::ForceArgs::default());
-    let layers = inspect(&args.base, &args.adapter, args.top_k, &options)?;
+    let adapter = crate::resolve_adapter(&args.adapter, args.adapter_name.as_deref())?;
+    let layers = inspect(&args.base, &adapter, args.top_k, &options)?;
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&InspectDocument { layers })?;
         s.push('\n');

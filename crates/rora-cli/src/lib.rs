@@ -4,11 +4,18 @@
 //! * [`inspect::inspect`]: the spectral report of every adapted layer.
 //! * [`merge::merge`]: fold a PEFT adapter into a safetensors checkpoint.
 //! * [`rescale::rescale`]: RoRA's post-training spectral rescaling of a PEFT adapter.
+//! * [`combine::combine`]: the weighted combination of several adapters (PEFT's
+//!   `add_weighted_adapter`: `cat`, `svd`, `linear`).
+//!
+//! Adapters may be LoRA, rsLoRA or DoRA (`use_dora`, with `lora_magnitude_vector`), on
+//! linear layers or embeddings (`lora_embedding_A` / `lora_embedding_B`); a named adapter
+//! of a multi-adapter folder is chosen with `--adapter-name` ([`resolve_adapter`]).
 //!
 //! The JSON schema of `rora inspect --json` is documented in this crate's README.
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod combine;
 pub mod error;
 pub mod guard;
 pub mod inspect;
@@ -20,9 +27,9 @@ pub mod rescale;
 pub use error::CliError;
 
 use std::io::{ErrorKind, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rora_peft::{Overwrite, PeftAdapter, ReadOptions};
+use rora_peft::{CONFIG_FILE, Overwrite, PeftAdapter, ReadOptions, adapter_dir, adapter_names};
 
 /// Settings every command function shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +86,42 @@ pub(crate) fn read_adapter(dir: &Path, options: &RunOptions) -> Result<PeftAdapt
     Ok(adapter)
 }
 
+/// The folder of the adapter `--adapter DIR [--adapter-name NAME]` names, in PEFT's
+/// multi-adapter layout (`default` is `DIR`, any other name `DIR/NAME`).
+///
+/// A name the folder does not hold, or no name for a folder that holds only named adapters
+/// (no `adapter_config.json` of its own), is [`CliError::AdapterName`] listing the names it
+/// holds.
+pub fn resolve_adapter(dir: &Path, name: Option<&str>) -> Result<PathBuf, CliError> {
+    match name {
+        None => {
+            if dir.is_dir()
+                && !dir.join(CONFIG_FILE).exists()
+                && let Ok(names) = adapter_names(dir)
+                && !names.is_empty()
+            {
+                return Err(CliError::AdapterName {
+                    dir: dir.to_path_buf(),
+                    name: None,
+                    available: names,
+                });
+            }
+            Ok(dir.to_path_buf())
+        }
+        Some(name) => {
+            let names = adapter_names(dir).map_err(|e| CliError::file("adapter", dir, e))?;
+            if !names.iter().any(|n| n == name) {
+                return Err(CliError::AdapterName {
+                    dir: dir.to_path_buf(),
+                    name: Some(name.to_string()),
+                    available: names,
+                });
+            }
+            Ok(adapter_dir(dir, name))
+        }
+    }
+}
+
 /// Write a command's output; a closed pipe (`rora inspect | head`) is not an error.
 pub(crate) fn write_stdout(out: &mut dyn Write, bytes: &[u8]) -> Result<(), CliError> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
@@ -93,5 +136,6 @@ pub fn run(command: &cli::Command, out: &mut dyn Write) -> Result<(), CliError> 
         cli::Command::Inspect(args) => inspect::run(args, out),
         cli::Command::Merge(args) => merge::run(args, out),
         cli::Command::Rescale(args) => rescale::run(args, out),
+        cli::Command::Combine(args) => combine::run(args, out),
     }
 }

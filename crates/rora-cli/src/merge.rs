@@ -7,7 +7,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 use rora_peft::{
-    AdapterError, LayerFactors, RawTensor, TensorFile, encode_f32, non_finite_count,
+    AdapterError, LayerFactors, LayerKind, RawTensor, TensorFile, encode_f32, non_finite_count,
     write_safetensors_atomic_with,
 };
 use safetensors::SafeTensors;
@@ -122,6 +122,11 @@ pub fn merge(
                         total: merged.len(),
                         scale: pair.scale,
                         dtype: format!("{:?}", view.dtype()),
+                        formula: if adapter.layers[&pair.path].is_dora() {
+                            "DoRA: m·(W0 + s·B·A)/‖W0 + s·B·A‖ per row, a zero row has no direction"
+                        } else {
+                            "W0 + s·B·A"
+                        },
                     });
                 }
                 bar.inc(1);
@@ -160,14 +165,26 @@ pub fn merge(
     })
 }
 
-/// `W0 + scale·B·A` for a row-major `W0: [out, in]`, row by row with float64 accumulation
-/// (no dense float64 copy of the update is formed).
+/// The merged base weight, in the base file's layout, accumulated in float64 row by row of
+/// the `[out, in]` update (no dense float64 copy of the update is formed):
+///
+/// * LoRA: `W0 + scale·B·A`;
+/// * DoRA (`factors.magnitude` is `m`): `diag(m/n)·(W0 + scale·B·A)` with `n` the norm of
+///   each row of `W0 + scale·B·A`, as PEFT merges it (a zero row gives NaN, which the caller
+///   refuses);
+/// * an embedding (`[num_embeddings, embedding_dim]` table, the `[out, in]` view
+///   transposed): the table plus `(scale·B·A)ᵀ`, with DoRA's factor on each column.
+///
+/// `w0` is row-major in the file's layout (`[out, in]` for a linear layer).
 pub fn merged_weight(w0: &[f32], factors: &LayerFactors, scale: f64) -> Vec<f32> {
     let (out, inp, r) = (factors.d_out(), factors.d_in(), factors.rank());
     debug_assert_eq!(w0.len(), out * inp);
     let a = &factors.a.data;
     let b = &factors.b.data;
-    let mut merged = Vec::with_capacity(w0.len());
+    let embedding = factors.kind == LayerKind::Embedding;
+    // Element (i, j) of the [out, in] view, in the file's row-major layout.
+    let at = |i: usize, j: usize| if embedding { j * out + i } else { i * inp + j };
+    let mut merged = vec![0f32; w0.len()];
     let mut row = vec![0f64; inp];
     for i in 0..out {
         row.iter_mut().for_each(|v| *v = 0.0);
@@ -181,13 +198,16 @@ pub fn merged_weight(w0: &[f32], factors: &LayerFactors, scale: f64) -> Vec<f32>
                 *acc += bik * f64::from(akj);
             }
         }
-        let w_row = &w0[i * inp..(i + 1) * inp];
-        merged.extend(
-            w_row
-                .iter()
-                .zip(&row)
-                .map(|(&w, &d)| (f64::from(w) + scale * d) as f32),
-        );
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = f64::from(w0[at(i, j)]) + scale * *v;
+        }
+        let gain = match &factors.magnitude {
+            Some(m) => f64::from(m[i]) / row.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            None => 1.0,
+        };
+        for (j, v) in row.iter().enumerate() {
+            merged[at(i, j)] = (gain * v) as f32;
+        }
     }
     merged
 }
@@ -195,7 +215,8 @@ pub fn merged_weight(w0: &[f32], factors: &LayerFactors, scale: f64) -> Vec<f32>
 /// Run `rora merge` and print a one-line summary on `out`.
 pub fn run(args: &MergeArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let options = RunOptions::from_flags(args.strict, args.force);
-    let summary = merge(&args.base, &args.adapter, &args.out, &options)?;
+    let adapter = crate::resolve_adapter(&args.adapter, args.adapter_name.as_deref())?;
+    let summary = merge(&args.base, &adapter, &args.out, &options)?;
     let text = format!(
         "merged {} adapted layer(s) ({}), copied {} tensor(s) unchanged -> {}\n",
         summary.merged.len(),
@@ -211,21 +232,63 @@ mod tests {
     use super::*;
     use rora_peft::HostMatrix;
 
+    fn factors() -> LayerFactors {
+        LayerFactors::new(
+            HostMatrix::new(2, 3, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            HostMatrix::new(2, 2, vec![1.0, 0.0, 0.5, -1.0]),
+        )
+    }
+
+    const W0: [f32; 6] = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+
+    /// `W0 + 2·B·A` in float64, `[out = 2, in = 3]`.
+    fn dense() -> nalgebra::DMatrix<f64> {
+        let f = factors();
+        nalgebra::DMatrix::from_row_slice(2, 3, &W0.map(f64::from))
+            + f.b.to_dmatrix() * f.a.to_dmatrix() * 2.0
+    }
+
     #[test]
     fn merged_weight_matches_dense_product() {
-        let factors = LayerFactors {
-            a: HostMatrix::new(2, 3, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-            b: HostMatrix::new(2, 2, vec![1.0, 0.0, 0.5, -1.0]),
-        };
-        let w0 = vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
-        let m = merged_weight(&w0, &factors, 2.0);
-        let dense = factors.b.to_dmatrix() * factors.a.to_dmatrix() * 2.0;
+        let m = merged_weight(&W0, &factors(), 2.0);
+        let want = dense();
         for i in 0..2 {
             for j in 0..3 {
+                assert!((f64::from(m[i * 3 + j]) - want[(i, j)]).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn dora_rows_have_the_magnitude_as_length_in_the_updated_direction() {
+        let mag = [3.0f32, 0.5];
+        let merged = merged_weight(&W0, &factors().with_magnitude(mag.to_vec()), 2.0);
+        let want = dense();
+        for i in 0..2 {
+            let n = want.row(i).norm();
+            for j in 0..3 {
+                let w = f64::from(mag[i]) * want[(i, j)] / n;
                 assert!(
-                    (f64::from(m[i * 3 + j]) - (f64::from(w0[i * 3 + j]) + dense[(i, j)])).abs()
-                        < 1e-6
+                    (f64::from(merged[i * 3 + j]) - w).abs() < 1e-6,
+                    "({i}, {j})"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn an_embedding_table_is_the_transposed_view() {
+        // The table [in = 3, out = 2] holds W0ᵀ.
+        let table: Vec<f32> = (0..3)
+            .flat_map(|j| (0..2).map(move |i| W0[i * 3 + j]))
+            .collect();
+        let f = factors();
+        let emb = LayerFactors::embedding(f.a.clone(), f.b.clone());
+        let merged = merged_weight(&table, &emb, 2.0);
+        let want = dense();
+        for i in 0..2 {
+            for j in 0..3 {
+                assert!((f64::from(merged[j * 2 + i]) - want[(i, j)]).abs() < 1e-6);
             }
         }
     }

@@ -1,12 +1,14 @@
 //! Matching the adapter's layers to the base checkpoint's weights.
 //!
-//! PEFT stores factors under `base_model.model.<path>.lora_A.weight`; the module path
-//! `<path>` (prefix stripped by [`rora_peft::parse_factor_key`]) names the base weight
-//! `<path>.weight`, stored PyTorch-style as `[out, in]`.
+//! PEFT stores factors under `base_model.model.<path>.lora_A.weight` (an embedding's under
+//! `.lora_embedding_A`); the module path `<path>` (prefix stripped by
+//! [`rora_peft::parse_tensor_key`]) names the base weight `<path>.weight`, stored
+//! PyTorch-style as `[out, in]` for a linear layer and `[num_embeddings, embedding_dim]`
+//! (`[in, out]`) for an embedding.
 
 use std::path::Path;
 
-use rora_peft::{LayerFactors, PeftAdapter, TensorFile};
+use rora_peft::{LayerFactors, LayerKind, PeftAdapter, TensorFile};
 use safetensors::Dtype;
 
 use crate::error::{CliError, LayerShapeMismatch};
@@ -26,6 +28,8 @@ pub struct LayerPair {
     pub dtype: Dtype,
     /// The adapter's scale `s` for this layer (`alpha/r` or `alpha/sqrt(r)`).
     pub scale: f64,
+    /// Linear layer or embedding: how the base weight is stored.
+    pub kind: LayerKind,
 }
 
 /// The base tensor key of a module path.
@@ -68,11 +72,12 @@ fn pair_one(
         });
     };
     let (out, inp) = (factors.d_out(), factors.d_in());
-    if shape.as_slice() != [out, inp] {
+    if shape.as_slice() != factors.kind.base_shape(out, inp) {
         return Err(CliError::ShapeMismatch(Box::new(LayerShapeMismatch {
             path: path.to_string(),
             a_shape: factors.a.shape(),
             b_shape: factors.b.shape(),
+            kind: factors.kind,
             key,
             base_shape: shape,
             base: base_path.to_path_buf(),
@@ -92,11 +97,14 @@ fn pair_one(
         inp,
         dtype,
         scale: adapter.scale_for(path),
+        kind: factors.kind,
     })
 }
 
-/// Read the base weight of `pair` from `base` (opened from `base_path`), refusing NaN or
-/// infinity ([`CliError::NonFiniteBase`], with `context` appended to the message).
+/// Read the base weight of `pair` from `base` (opened from `base_path`) in the `[out, in]`
+/// view of the update (an embedding's `[num_embeddings, embedding_dim]` table transposed),
+/// refusing NaN or infinity ([`CliError::NonFiniteBase`], with `context` appended to the
+/// message).
 pub fn base_matrix(
     base: &TensorFile,
     pair: &LayerPair,
@@ -115,7 +123,10 @@ pub fn base_matrix(
             context,
         });
     }
-    Ok(w0)
+    Ok(match pair.kind {
+        LayerKind::Linear => w0,
+        LayerKind::Embedding => w0.transpose(),
+    })
 }
 
 /// Suggest base keys that end like the missing one (same last two path components), e.g.

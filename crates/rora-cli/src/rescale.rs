@@ -131,9 +131,13 @@ pub fn rescale(
             .factor(sigma1_base, sigma1_update)
             .map_err(spectral)?;
         let root = factor.sqrt();
+        // Pt rescales the (directional) low-rank update only: a DoRA magnitude is kept as
+        // trained, so every output row of the adapted weight keeps its length.
         let new = LayerFactors {
             a: HostMatrix::from_dmatrix(&(&a * root)),
             b: HostMatrix::from_dmatrix(&(&b * root)),
+            magnitude: factors.magnitude.clone(),
+            kind: factors.kind,
         };
         if !new.a.is_finite() || !new.b.is_finite() {
             return Err(spectral(SpectralError::NonFinite {
@@ -215,14 +219,8 @@ pub fn run(args: &RescaleArgs, out: &mut dyn Write) -> Result<(), CliError> {
         last_blocks: args.last_blocks,
     };
     let options = RunOptions::from_flags(args.strict, args.force);
-    let rows = rescale(
-        &args.adapter,
-        &args.base,
-        &args.out,
-        &layers,
-        target,
-        &options,
-    )?;
+    let adapter = crate::resolve_adapter(&args.adapter, args.adapter_name.as_deref())?;
+    let rows = rescale(&adapter, &args.base, &args.out, &layers, target, &options)?;
     let mut text = render_rows(&rows);
     text.push_str(&format!("wrote {}\n", args.out.display()));
     crate::write_stdout(out, text.as_bytes())

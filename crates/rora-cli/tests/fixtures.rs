@@ -29,8 +29,10 @@ fn merge_reproduces_peft_merged_weights() {
         );
 
         let io = dir.join("io.safetensors");
-        for w in ["fc1.weight", "fc2.weight"] {
-            let got = matrix(&out, w);
+        let adapter = PeftAdapter::read(&dir.join("adapter")).unwrap();
+        for path in adapter.layers.keys() {
+            let w = format!("{path}.weight");
+            let got = matrix(&out, &w);
             let want = matrix(&io, &format!("merged.{w}"));
             let err = rel_err(&got, &want);
             assert!(err < 1e-5, "{name} {w}: relative error {err}");
@@ -41,7 +43,6 @@ fn merge_reproduces_peft_merged_weights() {
         let out_bytes = std::fs::read(&out).unwrap();
         let base = safetensors::SafeTensors::deserialize(&base_bytes).unwrap();
         let merged = safetensors::SafeTensors::deserialize(&out_bytes).unwrap();
-        let adapter = PeftAdapter::read(&dir.join("adapter")).unwrap();
         let mut names: Vec<&str> = base.names();
         names.sort();
         let mut out_names: Vec<&str> = merged.names();
@@ -211,6 +212,9 @@ fn rescale_reaches_the_target_ratio_and_keeps_the_format() {
             for (path, f) in &new.layers {
                 assert_eq!(f.a.shape(), old.layers[path].a.shape());
                 assert_eq!(f.b.shape(), old.layers[path].b.shape());
+                assert_eq!(f.kind, old.layers[path].kind, "{name} {path}");
+                // Pt rescales the direction; a DoRA magnitude is kept bit for bit.
+                assert_eq!(f.magnitude, old.layers[path].magnitude, "{name} {path}");
                 let ratio = strength_ratio(&new, path, &base);
                 assert!(
                     (ratio - target).abs() < 1e-4 * target,
@@ -265,5 +269,134 @@ fn library_functions_agree_with_the_binary() {
     for r in rows {
         assert!(r.selected);
         assert!((r.new_ratio.unwrap() - 2.0).abs() < 1e-4, "{r:?}");
+    }
+}
+
+fn run_ok(args: &[std::ffi::OsString]) -> String {
+    let o = rora_os(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `W0 + Σ cᵢ·ΔWᵢ` of the two-adapter fixture, layer `path`, `[out, in]`.
+fn weighted_dense(
+    dir: &std::path::Path,
+    path: &str,
+    parts: &[(&str, f64)],
+) -> nalgebra::DMatrix<f64> {
+    let mut w = matrix(&dir.join("model.safetensors"), &format!("{path}.weight"));
+    for (name, c) in parts {
+        let a = PeftAdapter::read(&rora_peft::adapter_dir(&dir.join("adapter"), name)).unwrap();
+        if let Some(f) = a.layers.get(path) {
+            w += f.b.to_dmatrix() * f.a.to_dmatrix() * (a.scale_for(path) * c);
+        }
+    }
+    w
+}
+
+#[test]
+fn a_named_adapter_is_picked_with_adapter_name() {
+    let dir = fixture("peft-mlp-two-adapters");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged.safetensors");
+    let args: Vec<std::ffi::OsString> = vec![
+        "merge".into(),
+        "--base".into(),
+        dir.join("model.safetensors").into(),
+        "--adapter".into(),
+        dir.join("adapter").into(),
+        "--adapter-name".into(),
+        "other".into(),
+        "--out".into(),
+        out.clone().into(),
+    ];
+    let summary = run_ok(&args);
+    assert!(
+        summary.contains("fc1") && !summary.contains("fc2"),
+        "{summary}"
+    );
+    let want = weighted_dense(&dir, "fc1", &[("other", 1.0)]);
+    assert!(rel_err(&matrix(&out, "fc1.weight"), &want) < 1e-6);
+    // fc2 is not adapted by `other`: copied.
+    assert_eq!(
+        matrix(&out, "fc2.weight"),
+        matrix(&dir.join("model.safetensors"), "fc2.weight")
+    );
+    // `default` is the folder itself.
+    let mut args = args;
+    args[6] = "default".into();
+    let summary = run_ok(&args);
+    assert!(summary.contains("fc1, fc2"), "{summary}");
+}
+
+#[test]
+fn combine_cat_of_two_adapters_merges_to_the_sum_of_both() {
+    let dir = fixture("peft-mlp-two-adapters");
+    let adapter = dir.join("adapter");
+    let tmp = tempfile::tempdir().unwrap();
+    let mixed = tmp.path().join("mix");
+    let spec = |p: &std::path::Path, w: &str| {
+        let mut s = std::ffi::OsString::from(p.as_os_str());
+        s.push(format!("={w}"));
+        s
+    };
+    for (combination, peft) in [
+        ("cat", "mix_cat"),
+        ("linear", "mix_linear"),
+        ("svd", "mix_svd"),
+    ] {
+        let report = run_ok(&[
+            "combine".into(),
+            "--adapter".into(),
+            spec(&adapter, "0.7"),
+            "--adapter".into(),
+            spec(&adapter.join("other"), "-0.4"),
+            "--combination".into(),
+            combination.into(),
+            "--out".into(),
+            mixed.clone().into(),
+        ]);
+        assert!(report.contains(combination), "{report}");
+        // The same update as PEFT's add_weighted_adapter wrote.
+        let ours = PeftAdapter::read(&mixed).unwrap();
+        let theirs = PeftAdapter::read(&adapter.join(peft)).unwrap();
+        assert_eq!(ours.config.r, theirs.config.r);
+        for (path, f) in &ours.layers {
+            let g = &theirs.layers[path];
+            let (u, v) = (
+                f.b.to_dmatrix() * f.a.to_dmatrix(),
+                g.b.to_dmatrix() * g.a.to_dmatrix(),
+            );
+            assert!(rel_err(&u, &v) < 1e-5, "{combination} {path}");
+        }
+    }
+    // cat, merged: W0 + 0.7·ΔW_default − 0.4·ΔW_other.
+    run_ok(&[
+        "combine".into(),
+        "--adapter".into(),
+        spec(&adapter, "0.7"),
+        "--adapter".into(),
+        spec(&adapter.join("other"), "-0.4"),
+        "--out".into(),
+        mixed.clone().into(),
+    ]);
+    let out = tmp.path().join("merged.safetensors");
+    run_ok(&[
+        "merge".into(),
+        "--base".into(),
+        dir.join("model.safetensors").into(),
+        "--adapter".into(),
+        mixed.into(),
+        "--out".into(),
+        out.clone().into(),
+    ]);
+    for path in ["fc1", "fc2"] {
+        let want = weighted_dense(&dir, path, &[("default", 0.7), ("other", -0.4)]);
+        let err = rel_err(&matrix(&out, &format!("{path}.weight")), &want);
+        assert!(err < 1e-6, "{path}: {err}");
     }
 }

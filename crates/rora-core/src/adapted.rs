@@ -17,6 +17,10 @@ use crate::convert::tensor_to_dmatrix;
 pub enum AdapterKind {
     /// A [`LoraLinear`](crate::LoraLinear) layer (factored forward; supports base dropout).
     LoraLinear,
+    /// A [`LoraEmbedding`](crate::LoraEmbedding) table, seen as the linear map
+    /// `num_embeddings → embedding_dim` (`base` is the table `[num_embeddings,
+    /// embedding_dim]`, which is burn's `[in, out]` layout).
+    LoraEmbedding,
     /// burn's own adapter from `Module::apply_lora` (dense composition every forward).
     BurnNative,
 }
@@ -64,6 +68,11 @@ pub struct AdaptedLayer {
     ///
     /// [`LoraLinear::merge`]: crate::LoraLinear::merge
     pub merged: bool,
+    /// DoRA's magnitude vector `m: [out]` (the model's own parameter value), `None` for
+    /// plain LoRA and burn-native adapters.
+    pub magnitude: Option<Tensor<1>>,
+    /// Parameter path of the magnitude (`...lora.dora.magnitude`), with DoRA.
+    pub magnitude_path: Option<String>,
 }
 
 /// A burn-native adapter's scale was needed but not given.
@@ -90,6 +99,14 @@ impl AdaptedLayer {
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
     }
+    /// The layer kind of PEFT's file format: an embedding for
+    /// [`AdapterKind::LoraEmbedding`], a linear layer otherwise.
+    pub fn layer_kind(&self) -> crate::peft::LayerKind {
+        match self.kind {
+            AdapterKind::LoraEmbedding => crate::peft::LayerKind::Embedding,
+            _ => crate::peft::LayerKind::Linear,
+        }
+    }
 
     /// The scale: the layer's own, or `native_scale` for a burn-native adapter.
     pub fn scale_or(&self, native_scale: Option<f64>) -> Result<f64, NativeScaleUnknown> {
@@ -112,6 +129,19 @@ impl AdaptedLayer {
     pub fn b_matrix(&self) -> DMatrix<f64> {
         tensor_to_dmatrix(self.b.clone())
     }
+    /// `true` for a DoRA layer.
+    pub fn is_dora(&self) -> bool {
+        self.magnitude.is_some()
+    }
+    /// DoRA's magnitude `m: [out]` on the host (float32), `None` for plain LoRA.
+    pub fn magnitude_values(&self) -> Option<Vec<f32>> {
+        self.magnitude.as_ref().map(|m| {
+            m.clone()
+                .inner()
+                .try_into_vec_as::<f32>()
+                .expect("reading a float tensor back to the host")
+        })
+    }
 }
 
 /// Collect every adapted layer of `model`, in visiting order, with its module path.
@@ -131,6 +161,7 @@ struct Collector {
     containers: Vec<String>,
     matrices: Vec<(String, ParamId, Tensor<2>)>,
     scales: Vec<(String, ParamId, f64)>,
+    vectors: Vec<(String, Tensor<1>)>,
     layers: Vec<(String, AdapterKind)>,
 }
 
@@ -143,7 +174,7 @@ impl Collector {
         let mut out = Vec::new();
         for (prefix, kind) in &self.layers {
             let (path, weight_path, a_path, b_path) = match kind {
-                AdapterKind::LoraLinear => (
+                AdapterKind::LoraLinear | AdapterKind::LoraEmbedding => (
                     prefix.clone(),
                     join(prefix, "weight"),
                     join(prefix, "lora.a"),
@@ -172,7 +203,7 @@ impl Collector {
                     .map(|(_, id, s)| (*id, *s))
             };
             let (a_t, b_t, scale, merged) = match kind {
-                AdapterKind::LoraLinear => (
+                AdapterKind::LoraLinear | AdapterKind::LoraEmbedding => (
                     a.2.clone(),
                     b.2.clone(),
                     value("lora.scale"),
@@ -184,6 +215,16 @@ impl Collector {
                     None,
                     false,
                 ),
+            };
+            let magnitude_path = join(prefix, "lora.dora.magnitude");
+            let magnitude = match kind {
+                AdapterKind::BurnNative => None,
+                _ => self
+                    .vectors
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| *p == magnitude_path)
+                    .map(|(_, t)| t.clone()),
             };
             out.push(AdaptedLayer {
                 path,
@@ -199,6 +240,8 @@ impl Collector {
                 b: b_t,
                 scale: scale.map(|(_, s)| s),
                 merged,
+                magnitude_path: magnitude.is_some().then_some(magnitude_path),
+                magnitude,
             });
         }
         out
@@ -213,6 +256,10 @@ impl ModuleVisitor for Collector {
         if name == "lora" && container_type == "Struct:LoraLinear" {
             self.layers
                 .push((self.path.join("."), AdapterKind::LoraLinear));
+        }
+        if name == "lora" && container_type == "Struct:LoraEmbedding" {
+            self.layers
+                .push((self.path.join("."), AdapterKind::LoraEmbedding));
         }
         if container_type == "Reparameterization" && name == "lora" {
             self.layers
@@ -237,6 +284,15 @@ impl ModuleVisitor for Collector {
                 let any: Box<dyn std::any::Any> = Box::new(param.val());
                 let t = *any.downcast::<Tensor<2>>().expect("a rank-2 parameter");
                 self.matrices.push((path, param.id, t));
+            }
+            1 if self
+                .containers
+                .last()
+                .is_some_and(|c| c == "Struct:DoraMagnitude") =>
+            {
+                let any: Box<dyn std::any::Any> = Box::new(param.val());
+                let t = *any.downcast::<Tensor<1>>().expect("a rank-1 parameter");
+                self.vectors.push((path, t));
             }
             1 if self
                 .containers

@@ -47,6 +47,11 @@ pub struct LoraConfig {
     /// Initialisation of the factors.
     #[config(default = "LoraInit::KaimingUniform")]
     pub init: LoraInit,
+    /// DoRA (PEFT's `use_dora`): a trainable magnitude vector `m: [out]`, initialised to the
+    /// row norms of `W0 + s·B·A`, rescales every output of the adapted weight
+    /// (`W = diag(m/n)·(W0 + s·B·A)`); see [`crate::dora`].
+    #[config(default = false)]
+    pub use_dora: bool,
 }
 
 /// A [`LoraConfig`] that cannot be used, with the offending value.

@@ -8,7 +8,9 @@ use burn::tensor::Tensor;
 
 use crate::adapted::adapted_layers;
 use crate::config::{LoraConfig, LoraConfigError};
-use crate::lora_model::LoraModel;
+use crate::embedding::LoraEmbedding;
+use crate::linear::LoraLinear;
+use crate::lora_model::{LoraLayerMapper, LoraModel};
 use crate::peft::{TargetError, Targets};
 
 /// Why adapters could not be attached.
@@ -29,8 +31,8 @@ pub enum InjectError {
 }
 
 /// LoRA fine-tuning set up in one call, as PEFT's `get_peft_model`: freeze every parameter
-/// of `model`, attach a fresh adapter (`config`) to every [`LoraLinear`](crate::LoraLinear)
-/// whose path `targets` selects, and keep the modules of
+/// of `model`, attach a fresh adapter (`config`; DoRA with [`LoraConfig::use_dora`]) to
+/// every [`LoraLinear`] and [`LoraEmbedding`] whose path `targets` selects, and keep the modules of
 /// [`Targets::with_modules_to_save`] trainable (e.g. a classification head).
 ///
 /// Afterwards exactly the adapters' `A` and `B` and the saved modules' parameters are
@@ -70,29 +72,62 @@ pub fn inject_lora<M: LoraModel + Module>(
             source,
         })?;
     let model = model.no_grad();
-    let mut paths = Vec::new();
-    let mut error = None;
-    let model = model.map_lora_linears("", &mut |path, layer| {
-        paths.push(path.to_string());
-        if error.is_some() || !targets.matches(path) {
+    let mut injector = Injector {
+        targets,
+        config,
+        paths: Vec::new(),
+        error: None,
+    };
+    let model = model.map_lora_layers("", &mut injector);
+    if let Some(e) = injector.error {
+        return Err(e);
+    }
+    let paths = injector.paths;
+    targets.check_all_used(paths.iter().map(String::as_str))?;
+    Ok(keep_modules_trainable(model, targets)?)
+}
+
+/// The [`LoraLayerMapper`] of [`inject_lora`]: records every path, adapts the targeted
+/// layers, and keeps the first error.
+struct Injector<'a> {
+    targets: &'a Targets,
+    config: &'a LoraConfig,
+    paths: Vec<String>,
+    error: Option<InjectError>,
+}
+
+impl Injector<'_> {
+    fn adapt<L: Clone>(
+        &mut self,
+        path: &str,
+        layer: L,
+        with_lora: impl FnOnce(L, &LoraConfig) -> Result<L, LoraConfigError>,
+    ) -> L {
+        self.paths.push(path.to_string());
+        if self.error.is_some() || !self.targets.matches(path) {
             return layer;
         }
-        match layer.clone().with_lora(config) {
+        match with_lora(layer.clone(), self.config) {
             Ok(adapted) => adapted,
             Err(source) => {
-                error = Some(InjectError::Config {
+                self.error = Some(InjectError::Config {
                     path: path.to_string(),
                     source,
                 });
                 layer
             }
         }
-    });
-    if let Some(e) = error {
-        return Err(e);
     }
-    targets.check_all_used(paths.iter().map(String::as_str))?;
-    Ok(keep_modules_trainable(model, targets)?)
+}
+
+impl LoraLayerMapper for Injector<'_> {
+    fn map_linear(&mut self, path: &str, layer: LoraLinear) -> LoraLinear {
+        self.adapt(path, layer, |l, c| l.with_lora(c))
+    }
+
+    fn map_embedding(&mut self, path: &str, layer: LoraEmbedding) -> LoraEmbedding {
+        self.adapt(path, layer, |l, c| l.with_lora(c))
+    }
 }
 
 /// burn's own LoRA (`Module::apply_lora`) on the layers `targets` selects, in one call:

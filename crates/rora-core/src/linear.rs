@@ -7,8 +7,10 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::config::{LoraConfig, LoraConfigError, LoraInit};
 use crate::convert::{dmatrix_to_tensor, replace_param, tensor_to_dmatrix};
+use crate::dora::{DoraMagnitude, magnitude_over_norm, weight_norm_scaled};
 
-/// The trainable factors of a [`LoraLinear`] and their scale, in PEFT's layout.
+/// The trainable factors of a [`LoraLinear`] (or [`LoraEmbedding`](crate::LoraEmbedding))
+/// and their scale, in PEFT's layout; with DoRA, the magnitude vector too.
 #[derive(Module, Debug)]
 pub struct LoraFactors {
     /// `A: [r, in]`, trainable.
@@ -23,6 +25,8 @@ pub struct LoraFactors {
     /// and loaded with the weight it describes: loading a merged model into a freshly adapted
     /// one cannot add `ΔW` twice.
     pub merged: Param<Tensor<1>>,
+    /// DoRA's magnitude (`m: [out]`, trainable), `None` for plain LoRA; see [`crate::dora`].
+    pub dora: Option<DoraMagnitude>,
 }
 
 impl LoraFactors {
@@ -41,14 +45,56 @@ impl LoraFactors {
         first_value(&self.merged) != 0.0
     }
 
-    /// The scale the adapter branch of the forward pass uses: `s`, or 0 when merged.
-    fn branch_scale(&self) -> Tensor<1> {
-        self.scale
-            .val()
-            .mul(self.merged.val().neg().add_scalar(1.0))
+    /// `true` for a DoRA adapter (it has a magnitude vector).
+    pub fn is_dora(&self) -> bool {
+        self.dora.is_some()
     }
 
-    fn with_merged(mut self, merged: bool) -> Self {
+    /// `[1]`: 1 while the update is not merged, 0 once it is (on the device, no host read).
+    fn active(&self) -> Tensor<1> {
+        self.merged.val().neg().add_scalar(1.0)
+    }
+
+    /// The scale the adapter branch of the forward pass uses: `s`, or 0 when merged.
+    pub(crate) fn branch_scale(&self) -> Tensor<1> {
+        self.scale.val().mul(self.active())
+    }
+
+    /// The DoRA row norms `‖W0 + s·B·A‖` for the base `weight` (`[in, out]`), detached.
+    pub(crate) fn dora_norm(&self, weight: Tensor<2>) -> Tensor<1> {
+        weight_norm_scaled(weight, self.a.val(), self.b.val(), self.scale.val())
+    }
+
+    /// The per-output DoRA factor `m/n` of the forward pass for base `weight`, and 1 once
+    /// merged (the merged weight holds it); `None` for plain LoRA.
+    pub(crate) fn dora_factor(&self, weight: Tensor<2>) -> Option<Tensor<1>> {
+        let dora = self.dora.as_ref()?;
+        let g = magnitude_over_norm(dora.magnitude.val(), self.dora_norm(weight));
+        Some(g.sub_scalar(1.0).mul(self.active()).add_scalar(1.0))
+    }
+
+    /// New (unmerged, plain LoRA) factors on `device`: `a: [r, in]` and `b: [out, r]`
+    /// trainable (following `device` onto or off the autodiff backend), `scale` frozen.
+    pub(crate) fn fresh(a: Tensor<2>, b: Tensor<2>, scale: f64, device: &Device) -> Self {
+        // Factors follow the layer onto (or off) the autodiff device, so they train.
+        let align = |t: Tensor<2>| {
+            if device.is_autodiff() {
+                t.inner().autodiff()
+            } else {
+                t.inner()
+            }
+        };
+        LoraFactors {
+            a: Param::from_tensor(align(a)),
+            b: Param::from_tensor(align(b)),
+            scale: Param::from_tensor(Tensor::<1>::from_floats([scale as f32], device))
+                .set_require_grad(false),
+            merged: Param::from_tensor(Tensor::<1>::zeros([1], device)).set_require_grad(false),
+            dora: None,
+        }
+    }
+
+    pub(crate) fn with_merged(mut self, merged: bool) -> Self {
         let device = self.merged.device();
         let flag = Tensor::<1>::from_floats([if merged { 1.0 } else { 0.0 }], &device);
         self.merged = replace_param(self.merged, flag);
@@ -168,22 +214,15 @@ impl LoraLinear {
                 Tensor::<2>::zeros([d_out, r], &device),
             ),
             LoraInit::Pissa => {
-                // W0 in PyTorch layout [out, in].
-                let w0 = tensor_to_dmatrix(layer.weight.val().transpose());
-                let svd = rora_spectral::top_k(&w0, r)
-                    .expect("top-r SVD of a finite weight with r <= min(in, out)");
-                let root = svd.singular_values.map(|v| (v / s).sqrt());
-                let b = &svd.u * nalgebra::DMatrix::from_diagonal(&root);
-                let a = nalgebra::DMatrix::from_diagonal(&root) * &svd.v_t;
-                let residual = &w0 - (&b * &a) * s;
-                let b = dmatrix_to_tensor(&b, &device);
-                let a = dmatrix_to_tensor(&a, &device);
-                let w = dmatrix_to_tensor(&residual.transpose(), &device);
+                let (a, b, w) = pissa_factors(layer.weight.val(), r, s);
                 layer.weight = replace_param(layer.weight, w);
                 (a, b)
             }
         };
         let mut layer = layer.with_factors(a, b, s);
+        if config.use_dora {
+            layer = layer.with_dora_init();
+        }
         layer.dropout = DropoutConfig::new(config.dropout).init();
         layer.base_dropout = DropoutConfig::new(config.base_dropout).init();
         layer.enabled = true;
@@ -206,24 +245,38 @@ impl LoraLinear {
         );
         self = self.unmerge();
         let device = self.weight.device();
-        // Factors follow the layer onto (or off) the autodiff device, so they train.
-        let align = |t: Tensor<2>| {
-            if device.is_autodiff() {
-                t.inner().autodiff()
-            } else {
-                t.inner()
-            }
-        };
         self.weight = self.weight.set_require_grad(false);
         self.bias = self.bias.map(|b| b.set_require_grad(false));
-        self.lora = Some(LoraFactors {
-            a: Param::from_tensor(align(a)),
-            b: Param::from_tensor(align(b)),
-            scale: Param::from_tensor(Tensor::<1>::from_floats([scale as f32], &device))
-                .set_require_grad(false),
-            merged: Param::from_tensor(Tensor::<1>::zeros([1], &device)).set_require_grad(false),
-        });
+        self.lora = Some(LoraFactors::fresh(a, b, scale, &device));
         self
+    }
+
+    /// Make the attached adapter a DoRA adapter with magnitude `m: [out]` (e.g. loaded from
+    /// a PEFT file's `lora_magnitude_vector`), unmerging first.
+    ///
+    /// # Panics
+    /// Without an adapter, or if `m` is not `[out]`; callers that read user files check
+    /// first and report typed errors (see [`crate::adapter_io`]).
+    pub fn with_dora_magnitude(self, magnitude: Tensor<1>) -> Self {
+        assert_eq!(magnitude.dims(), [self.d_output()], "DoRA magnitude shape");
+        let mut layer = self.unmerge();
+        let lora = layer
+            .lora
+            .as_mut()
+            .expect("with_dora_magnitude needs an adapter");
+        lora.dora = Some(DoraMagnitude::new(magnitude));
+        layer
+    }
+
+    /// Make the attached adapter a DoRA adapter initialised as PEFT does: `m = ‖W0 + s·B·A‖`
+    /// per output row, so the layer's output does not change. No-op without an adapter.
+    pub fn with_dora_init(self) -> Self {
+        let layer = self.unmerge();
+        let Some(lora) = &layer.lora else {
+            return layer;
+        };
+        let norm = lora.dora_norm(layer.weight.val());
+        layer.with_dora_magnitude(norm)
     }
 
     /// Set the dropout probability on the frozen branch's output (RoRA's Cl).
@@ -280,14 +333,23 @@ impl LoraLinear {
         self
     }
 
-    /// Number of trainable adapter parameters, `r·(in + out)` (0 without an adapter).
+    /// `true` when the adapter is a DoRA adapter.
+    pub fn is_dora(&self) -> bool {
+        self.lora.as_ref().is_some_and(LoraFactors::is_dora)
+    }
+
+    /// Number of trainable adapter parameters, `r·(in + out)`, plus `out` for DoRA's
+    /// magnitude (0 without an adapter).
     pub fn trainable_params(&self) -> usize {
+        let dora = if self.is_dora() { self.d_output() } else { 0 };
         self.rank()
-            .map_or(0, |r| r * (self.d_input() + self.d_output()))
+            .map_or(0, |r| r * (self.d_input() + self.d_output()) + dora)
     }
 
     /// The dense update in burn's layout, `s·Aᵀ·Bᵀ: [in, out]`, detached. `None` without an
-    /// adapter. Forms the dense matrix: for merging and tests, not for training.
+    /// adapter. Forms the dense matrix: for merging and tests, not for training. For DoRA it
+    /// is the low-rank directional update; the adapted weight is
+    /// [`adapted_weight`](Self::adapted_weight).
     pub fn delta_weight(&self) -> Option<Tensor<2>> {
         self.lora.as_ref().map(|l| {
             let s = l.scale_value();
@@ -299,31 +361,55 @@ impl LoraLinear {
         })
     }
 
-    /// Fold the update into the base weight (`W0 ← W0 + s·Aᵀ·Bᵀ`) for inference. The
-    /// factors are kept, so [`unmerge`](Self::unmerge) can undo it, and the merged state is
-    /// saved with the model. No-op without an adapter or when already merged.
+    /// The weight the adapted layer computes with, burn's layout `[in, out]`, detached:
+    /// `W0 + s·Aᵀ·Bᵀ`, or for DoRA `(W0 + s·Aᵀ·Bᵀ)·diag(m/n)` (each output column scaled).
+    /// `None` without an adapter; the weight itself once merged.
+    pub fn adapted_weight(&self) -> Option<Tensor<2>> {
+        let lora = self.lora.as_ref()?;
+        if self.is_merged() {
+            return Some(self.weight.val().inner());
+        }
+        Some(merged_weight(lora, self.weight.val().inner()).0)
+    }
+
+    /// Fold the update into the base weight for inference: `W0 ← W0 + s·Aᵀ·Bᵀ`, or for DoRA
+    /// `W0 ← (W0 + s·Aᵀ·Bᵀ)·diag(m/n)` with the norms `n` saved (`lora.dora.merge_norm`).
+    /// The factors are kept, so [`unmerge`](Self::unmerge) can undo it, and the merged state
+    /// is saved with the model. No-op without an adapter or when already merged.
     pub fn merge(mut self) -> Self {
         if self.is_merged() {
             return self;
         }
-        if let Some(delta) = self.delta_weight() {
-            let w = self.weight.val().inner() + delta;
+        if let Some(lora) = self.lora.take() {
+            let (w, norm) = merged_weight(&lora, self.weight.val().inner());
             self.weight = replace_param(self.weight, w);
-            self.lora = self.lora.map(|l| l.with_merged(true));
+            let mut lora = lora.with_merged(true);
+            if let (Some(dora), Some(norm)) = (lora.dora.take(), norm) {
+                lora.dora = Some(dora.with_merge_norm(norm));
+            }
+            self.lora = Some(lora);
         }
         self
     }
 
-    /// Undo [`merge`](Self::merge): `W0 ← W − s·Aᵀ·Bᵀ`, exact up to float32 round-off.
+    /// Undo [`merge`](Self::merge): `W0 ← W − s·Aᵀ·Bᵀ` (DoRA: `W0 ← W·diag(n/m) − s·Aᵀ·Bᵀ`
+    /// with the norms saved by the merge), exact up to float32 round-off (DoRA: a zero
+    /// magnitude cannot be undone, as in PEFT).
     pub fn unmerge(mut self) -> Self {
         if !self.is_merged() {
             return self;
         }
-        if let Some(delta) = self.delta_weight() {
-            let w = self.weight.val().inner() - delta;
+        if let Some(lora) = self.lora.take() {
+            let w = unmerged_weight(&lora, self.weight.val().inner());
             self.weight = replace_param(self.weight, w);
+            let mut lora = lora.with_merged(false);
+            if let Some(dora) = lora.dora.take() {
+                let [out] = dora.merge_norm.shape().dims::<1>();
+                let zeros = Tensor::<1>::zeros([out], &dora.merge_norm.device());
+                lora.dora = Some(dora.with_merge_norm(zeros));
+            }
+            self.lora = Some(lora);
         }
-        self.lora = self.lora.map(|l| l.with_merged(false));
         self
     }
 
@@ -342,13 +428,32 @@ impl LoraLinear {
             // A merged layer's weight already holds ΔW: its branch scale is 0 (read from the
             // saved `merged` parameter on the device, so no host round-trip).
             Some(lora) if self.enabled => {
-                let base =
-                    self.base_dropout
-                        .forward(linear(input.clone(), self.weight.val(), bias));
+                let plain = linear(input.clone(), self.weight.val(), bias.clone());
+                let base = self.base_dropout.forward(plain.clone());
+                let dropped = dropout_active(&self.dropout, &input);
                 let x = self.dropout.forward(input);
-                let h = linear(x, lora.a.val().transpose(), None);
+                let h = linear(x.clone(), lora.a.val().transpose(), None);
                 let h = h.mul(lora.branch_scale().reshape([1; D]));
-                base + linear(h, lora.b.val().transpose(), None)
+                let update = linear(h, lora.b.val().transpose(), None);
+                match lora.dora_factor(self.weight.val()) {
+                    None => base + update,
+                    // DoRA, as PEFT: y = drop_b(x·W0 + b) + (g − 1)·(x'·W0) + g·s·(x'·Aᵀ)·Bᵀ
+                    // with g = m/n and x' the adapter's (dropped-out) input.
+                    Some(g) => {
+                        let without_bias = if dropped {
+                            linear(x, self.weight.val(), None)
+                        } else {
+                            match bias {
+                                Some(b) => plain - b.unsqueeze(),
+                                None => plain,
+                            }
+                        };
+                        let mut shape = [1; D];
+                        shape[D - 1] = self.d_output();
+                        let g = g.reshape(shape);
+                        base + without_bias.mul(g.clone().sub_scalar(1.0)) + update.mul(g)
+                    }
+                }
             }
             _ => linear(input, self.weight.val(), bias),
         }
@@ -357,6 +462,73 @@ impl LoraLinear {
     /// The device of the weights.
     pub fn device(&self) -> Device {
         self.weight.device()
+    }
+}
+
+/// PiSSA's factors for a base weight `w` in burn's layout `[in, out]`: `B = U_r·√(Σ_r/s)`,
+/// `A = √(Σ_r/s)·V_rᵀ` from the top-`r` singular triplets of `W0` (`[out, in]`), and the
+/// residual weight `W0 − s·B·A` in burn's layout.
+pub(crate) fn pissa_factors(w: Tensor<2>, r: usize, s: f64) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let device = w.device();
+    // W0 in PyTorch layout [out, in].
+    let w0 = tensor_to_dmatrix(w.transpose());
+    let svd =
+        rora_spectral::top_k(&w0, r).expect("top-r SVD of a finite weight with r <= min(in, out)");
+    let root = svd.singular_values.map(|v| (v / s).sqrt());
+    let b = &svd.u * nalgebra::DMatrix::from_diagonal(&root);
+    let a = nalgebra::DMatrix::from_diagonal(&root) * &svd.v_t;
+    let residual = &w0 - (&b * &a) * s;
+    (
+        dmatrix_to_tensor(&a, &device),
+        dmatrix_to_tensor(&b, &device),
+        dmatrix_to_tensor(&residual.transpose(), &device),
+    )
+}
+
+/// Whether `dropout` changes its input (training, on an autodiff device, `p > 0`).
+pub(crate) fn dropout_active<const D: usize>(dropout: &Dropout, input: &Tensor<D>) -> bool {
+    dropout.prob > 0.0 && dropout.training.is_enabled() && input.device().is_autodiff()
+}
+
+/// The merged weight for base `w0` (`[in, out]`, detached) and, for DoRA, the norms used.
+pub(crate) fn merged_weight(lora: &LoraFactors, w0: Tensor<2>) -> (Tensor<2>, Option<Tensor<1>>) {
+    let s = lora.scale_value();
+    let delta = lora
+        .a
+        .val()
+        .inner()
+        .transpose()
+        .matmul(lora.b.val().inner().transpose())
+        .mul_scalar(s);
+    match &lora.dora {
+        None => (w0 + delta, None),
+        Some(dora) => {
+            let norm = lora.dora_norm(w0.clone());
+            let g = magnitude_over_norm(dora.magnitude.val().inner(), norm.clone());
+            let [out] = g.dims();
+            ((w0 + delta).mul(g.reshape([1, out])), Some(norm))
+        }
+    }
+}
+
+/// The base weight back from a merged `w` (`[in, out]`, detached).
+pub(crate) fn unmerged_weight(lora: &LoraFactors, w: Tensor<2>) -> Tensor<2> {
+    let s = lora.scale_value();
+    let delta = lora
+        .a
+        .val()
+        .inner()
+        .transpose()
+        .matmul(lora.b.val().inner().transpose())
+        .mul_scalar(s);
+    match &lora.dora {
+        None => w - delta,
+        Some(dora) => {
+            let g =
+                magnitude_over_norm(dora.magnitude.val().inner(), dora.merge_norm.val().inner());
+            let [out] = g.dims();
+            w.div(g.reshape([1, out])) - delta
+        }
     }
 }
 
@@ -453,6 +625,144 @@ mod tests {
             .forward(x)
             .into_data()
             .assert_eq(&base.into_data(), true);
+    }
+
+    /// A DoRA layer with non-trivial `B` and magnitude, and a bias.
+    fn dora_layer() -> LoraLinear {
+        let l = layer(LoraInit::Gaussian).with_dora_init();
+        let device = l.device();
+        let m = l
+            .lora
+            .as_ref()
+            .unwrap()
+            .dora
+            .as_ref()
+            .unwrap()
+            .magnitude
+            .val();
+        let m = m.mul(Tensor::<1>::random(
+            [6],
+            Distribution::Uniform(0.5, 1.5),
+            &device,
+        ));
+        l.with_dora_magnitude(m)
+    }
+
+    /// `diag(m/n)·(W0 + s·B·A)` in burn's layout, densely, as PEFT defines it.
+    fn dora_dense_weight(l: &LoraLinear) -> Tensor<2> {
+        let lora = l.lora.as_ref().unwrap();
+        let w = l.weight.val() + l.delta_weight().unwrap();
+        let n = w.clone().square().sum_dim(0).sqrt(); // [1, out]
+        let m = lora.dora.as_ref().unwrap().magnitude.val().reshape([1, 6]);
+        w.mul(m.div(n))
+    }
+
+    #[test]
+    fn dora_factored_norm_equals_the_dense_norm() {
+        let l = dora_layer();
+        let lora = l.lora.as_ref().unwrap();
+        let s = lora.scale_value();
+        let (w, a, b) = (l.weight.val(), lora.a.val(), lora.b.val());
+        let factored = crate::dora::weight_norm(w.clone(), a.clone(), b.clone(), s);
+        let dense = crate::dora::weight_norm_dense(w, a, b, s);
+        factored
+            .into_data()
+            .assert_approx_eq::<f32>(&dense.into_data(), Tolerance::rel_abs(1e-5, 1e-6));
+    }
+
+    #[test]
+    fn dora_init_keeps_the_lora_output() {
+        let l = layer(LoraInit::Gaussian);
+        let x = Tensor::<2>::random([4, 12], Distribution::Normal(0.0, 1.0), &l.device());
+        let y = l.forward(x.clone());
+        let dora = l.with_dora_init();
+        assert!(dora.is_dora());
+        assert_eq!(dora.trainable_params(), 3 * (12 + 6) + 6);
+        dora.forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&y.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+    }
+
+    #[test]
+    fn dora_forward_equals_peft_formula_and_merge_equals_forward() {
+        let l = dora_layer();
+        let device = l.device();
+        let x = Tensor::<2>::random([5, 12], Distribution::Normal(0.0, 1.0), &device);
+        let bias = l.bias.as_ref().map(|b| b.val());
+        let dense = linear(x.clone(), dora_dense_weight(&l), bias);
+        let y = l.forward(x.clone());
+        y.clone()
+            .into_data()
+            .assert_approx_eq::<f32>(&dense.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+        l.adapted_weight()
+            .unwrap()
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &dora_dense_weight(&l).into_data(),
+                Tolerance::rel_abs(1e-5, 1e-6),
+            );
+
+        let w0 = l.weight.val();
+        let merged = l.merge();
+        assert!(merged.is_merged());
+        merged
+            .forward(x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&y.into_data(), Tolerance::rel_abs(1e-5, 1e-5));
+        let back = merged.unmerge();
+        assert!(!back.is_merged());
+        back.weight
+            .val()
+            .into_data()
+            .assert_approx_eq::<f32>(&w0.into_data(), Tolerance::rel_abs(1e-6, 1e-6));
+        // The merge norms are cleared again, so a second merge starts from scratch.
+        let norm = back.lora.as_ref().unwrap().dora.as_ref().unwrap();
+        assert_eq!(norm.merge_norm.val().abs().max().into_scalar::<f32>(), 0.0);
+    }
+
+    #[test]
+    fn dora_gradients_treat_the_norm_as_a_constant() {
+        // Loss Σ y. With n detached (PEFT, DoRA §4.3): ∂L/∂m_j = Σ_b (x·W0 + s·x·Aᵀ·Bᵀ)_bj / n_j
+        // and ∂L/∂B_jk = (m_j/n_j)·s·Σ_b (x·Aᵀ)_bk.
+        let device = Device::default().autodiff();
+        let l = dora_layer();
+        let lora = l.lora.as_ref().unwrap();
+        let (w, a, b) = (l.weight.val(), lora.a.val(), lora.b.val());
+        let m = lora.dora.as_ref().unwrap().magnitude.val();
+        let s = lora.scale_value();
+        let l = LoraLinear::from_weights(
+            w.clone().autodiff(),
+            l.bias.as_ref().map(|b| b.val().autodiff()),
+        )
+        .with_factors(a.clone().autodiff(), b.clone().autodiff(), s)
+        .with_dora_magnitude(m.clone().autodiff());
+        assert!(l.device().is_autodiff() && device.is_autodiff());
+        let x = Tensor::<2>::random([5, 12], Distribution::Normal(0.0, 1.0), &Device::default());
+        let grads = l.forward(x.clone().autodiff()).sum().backward();
+        let lora = l.lora.as_ref().unwrap();
+        let gm = lora
+            .dora
+            .as_ref()
+            .unwrap()
+            .magnitude
+            .val()
+            .grad(&grads)
+            .unwrap();
+        let gb = lora.b.val().grad(&grads).unwrap();
+        assert!(l.weight.val().grad(&grads).is_none(), "W0 is frozen");
+
+        let n = crate::dora::weight_norm_dense(w.clone(), a.clone(), b.clone(), s);
+        let pre = x
+            .clone()
+            .matmul(w + a.clone().transpose().matmul(b.transpose()).mul_scalar(s));
+        let want_gm = pre.sum_dim(0).reshape([6]).div(n.clone());
+        gm.into_data()
+            .assert_approx_eq::<f32>(&want_gm.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
+        let xa = x.matmul(a.transpose()).sum_dim(0); // [1, r]
+        let g = m.div(n).reshape([6, 1]);
+        let want_gb = g.matmul(xa).mul_scalar(s);
+        gb.into_data()
+            .assert_approx_eq::<f32>(&want_gb.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
     }
 
     #[test]

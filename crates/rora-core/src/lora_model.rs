@@ -1,13 +1,46 @@
-//! [`LoraModel`]: how rora finds the [`LoraLinear`] layers of a model, and their paths.
+//! [`LoraModel`]: how rora finds the adaptable layers of a model ([`LoraLinear`],
+//! [`LoraEmbedding`]), and their paths.
 
 use burn::module::{Param, ParameterValue};
 use burn::tensor::Tensor;
 use burn::tensor::kind::Basic;
 
+use crate::embedding::LoraEmbedding;
 use crate::linear::LoraLinear;
-use crate::peft::join_path;
+use crate::peft::{LayerKind, join_path};
 
-/// A model whose adaptable layers are [`LoraLinear`]s, with the module path of each.
+/// What [`LoraModel::map_lora_layers`] does with each adaptable layer: one method per layer
+/// type, each passing the layer through unchanged unless overridden.
+///
+/// ```
+/// use rora_core::{LoraEmbedding, LoraLayerMapper, LoraLinear};
+///
+/// /// Switches every adapter of a model off.
+/// struct Disable;
+/// impl LoraLayerMapper for Disable {
+///     fn map_linear(&mut self, _path: &str, layer: LoraLinear) -> LoraLinear {
+///         layer.set_enabled(false)
+///     }
+///     fn map_embedding(&mut self, _path: &str, layer: LoraEmbedding) -> LoraEmbedding {
+///         layer.set_enabled(false)
+///     }
+/// }
+/// ```
+pub trait LoraLayerMapper {
+    /// A [`LoraLinear`] at `path`.
+    fn map_linear(&mut self, path: &str, layer: LoraLinear) -> LoraLinear {
+        let _ = path;
+        layer
+    }
+    /// A [`LoraEmbedding`] at `path`.
+    fn map_embedding(&mut self, path: &str, layer: LoraEmbedding) -> LoraEmbedding {
+        let _ = path;
+        layer
+    }
+}
+
+/// A model whose adaptable layers are [`LoraLinear`]s (and [`LoraEmbedding`]s), with the
+/// module path of each.
 ///
 /// Derive it next to burn's `Module` — the derive visits every field with the same names
 /// burn's module visitor uses, so adapter files, target patterns and reports all speak of
@@ -39,7 +72,10 @@ use crate::peft::join_path;
 /// ```
 ///
 /// What the derive does with each field:
-/// - `LoraLinear`: handed to the callback with its path;
+/// - `LoraLinear`: handed to the callback with its path (and to
+///   [`LoraLayerMapper::map_linear`]);
+/// - `LoraEmbedding`: handed to [`LoraLayerMapper::map_embedding`] by
+///   [`map_lora_layers`](Self::map_lora_layers) (`map_lora_linears` passes it through);
 /// - `Vec<T>`, `[T; N]` (elements named `0`, `1`, …) and `Option<T>` (no path component) of
 ///   a `LoraModel`: recursed into, as burn does;
 /// - another type deriving `LoraModel`: recursed into;
@@ -49,13 +85,13 @@ use crate::peft::join_path;
 ///   fields: passed through, no bound needed.
 ///
 /// A field of any other type needs `LoraModel` (derive it, or mark the field
-/// `#[lora(skip)]`); the compiler names the type. Only `LoraLinear` layers can carry this
-/// crate's adapters; burn's `Linear` layers get burn's own adapters through
-/// [`apply_lora_targets`](crate::apply_lora_targets), which needs no trait.
+/// `#[lora(skip)]`); the compiler names the type. Only `LoraLinear` and `LoraEmbedding`
+/// layers can carry this crate's adapters; burn's `Linear` layers get burn's own adapters
+/// through [`apply_lora_targets`](crate::apply_lora_targets), which needs no trait.
 ///
 /// Implementing it by hand is possible (pass each `LoraLinear` through `f` with
-/// [`join_path`]`(prefix, field_name)`), but the derive is the supported way: it cannot
-/// disagree with burn's paths.
+/// [`join_path`]`(prefix, field_name)`; `map_lora_layers` then defaults to the linear layers
+/// only), but the derive is the supported way: it cannot disagree with burn's paths.
 pub trait LoraModel: Sized {
     /// Return the model with every `LoraLinear` replaced by `f(path, layer)`, where `path` is
     /// `prefix` joined with the layer's module path.
@@ -64,6 +100,16 @@ pub trait LoraModel: Sized {
         prefix: &str,
         f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
     ) -> Self;
+
+    /// Return the model with every adaptable layer passed through `mapper` (a `LoraLinear`
+    /// through [`LoraLayerMapper::map_linear`], a `LoraEmbedding` through
+    /// [`LoraLayerMapper::map_embedding`]), with its path, in visiting order.
+    ///
+    /// The default (for implementations that predate embeddings) visits the `LoraLinear`s
+    /// only, through [`map_lora_linears`](Self::map_lora_linears); the derive visits both.
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
+        self.map_lora_linears(prefix, &mut |path, layer| mapper.map_linear(path, layer))
+    }
 }
 
 pub use rora_derive::LoraModel;
@@ -76,6 +122,20 @@ impl LoraModel for LoraLinear {
     ) -> Self {
         f(prefix, self)
     }
+
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
+        mapper.map_linear(prefix, self)
+    }
+}
+
+impl LoraModel for LoraEmbedding {
+    fn map_lora_linears(self, _: &str, _: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
+        self
+    }
+
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
+        mapper.map_embedding(prefix, self)
+    }
 }
 
 impl<T: LoraModel> LoraModel for Option<T> {
@@ -85,6 +145,10 @@ impl<T: LoraModel> LoraModel for Option<T> {
         f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
     ) -> Self {
         self.map(|m| m.map_lora_linears(prefix, f))
+    }
+
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
+        self.map(|m| m.map_lora_layers(prefix, mapper))
     }
 }
 
@@ -99,6 +163,13 @@ impl<T: LoraModel> LoraModel for Vec<T> {
             .map(|(i, m)| m.map_lora_linears(&join_path(prefix, &i.to_string()), f))
             .collect()
     }
+
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
+        self.into_iter()
+            .enumerate()
+            .map(|(i, m)| m.map_lora_layers(&join_path(prefix, &i.to_string()), mapper))
+            .collect()
+    }
 }
 
 impl<T: LoraModel, const N: usize> LoraModel for [T; N] {
@@ -110,6 +181,15 @@ impl<T: LoraModel, const N: usize> LoraModel for [T; N] {
         let mut i = 0;
         self.map(|m| {
             let out = m.map_lora_linears(&join_path(prefix, &i.to_string()), f);
+            i += 1;
+            out
+        })
+    }
+
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
+        let mut i = 0;
+        self.map(|m| {
+            let out = m.map_lora_layers(&join_path(prefix, &i.to_string()), mapper);
             i += 1;
             out
         })
@@ -196,4 +276,23 @@ pub fn lora_linear_paths<M: LoraModel>(model: M) -> Vec<String> {
         layer
     });
     paths
+}
+
+/// The module paths and kinds of every adaptable layer of a model ([`LoraLinear`] and
+/// [`LoraEmbedding`], adapted or not), in visiting order.
+pub fn lora_layer_paths<M: LoraModel>(model: M) -> Vec<(String, LayerKind)> {
+    struct Paths(Vec<(String, LayerKind)>);
+    impl LoraLayerMapper for Paths {
+        fn map_linear(&mut self, path: &str, layer: LoraLinear) -> LoraLinear {
+            self.0.push((path.to_string(), LayerKind::Linear));
+            layer
+        }
+        fn map_embedding(&mut self, path: &str, layer: LoraEmbedding) -> LoraEmbedding {
+            self.0.push((path.to_string(), LayerKind::Embedding));
+            layer
+        }
+    }
+    let mut paths = Paths(Vec::new());
+    let _ = model.map_lora_layers("", &mut paths);
+    paths.0
 }

@@ -1,9 +1,10 @@
 //! `#[derive(LoraModel)]`: the traversal rora needs to attach adapters to a burn model.
 //!
-//! The derive implements `LoraModel::map_lora_linears` by passing every field through
-//! `LoraModel::map_lora_linears` with the field's name joined to the path prefix — the
-//! same names, in the same order, that burn's `#[derive(Module)]` gives its module visitor.
-//! `LoraLinear` itself is the leaf (it hands itself to the callback); `Vec<T>`, `[T; N]`
+//! The derive implements `LoraModel::map_lora_linears` and `LoraModel::map_lora_layers` by
+//! passing every field through the same method with the field's name joined to the path
+//! prefix — the same names, in the same order, that burn's `#[derive(Module)]` gives its
+//! module visitor. `LoraLinear` and `LoraEmbedding` are the leaves (they hand themselves to
+//! the callback or the `LoraLayerMapper`); `Vec<T>`, `[T; N]`
 //! and `Option<T>` recurse as burn does (elements are named by their index, an `Option`
 //! adds no path component); burn's own layers and primitive fields pass through unchanged.
 //!
@@ -44,81 +45,92 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let name = &input.ident;
     let trait_path = quote!(#krate::LoraModel);
     let linear = quote!(#krate::LoraLinear);
+    let mapper = quote!(#krate::LoraLayerMapper);
     let join = quote!(#krate::join_path);
 
     let mut bounds: Vec<Type> = Vec::new();
-    let body = match &input.data {
-        Data::Struct(data) => {
-            let Fields::Named(fields) = &data.fields else {
-                return Err(syn::Error::new(
-                    data.fields.span(),
-                    "LoraModel can be derived for structs with named fields (as burn's Module) \
+    // The same traversal twice: `map_lora_linears` (every `LoraLinear`) and `map_lora_layers`
+    // (every adaptable layer, through a `LoraLayerMapper`).
+    let mut bodies = Vec::new();
+    for (method, arg) in [
+        (quote!(map_lora_linears), quote!(f)),
+        (quote!(map_lora_layers), quote!(mapper)),
+    ] {
+        let body = match &input.data {
+            Data::Struct(data) => {
+                let Fields::Named(fields) = &data.fields else {
+                    return Err(syn::Error::new(
+                        data.fields.span(),
+                        "LoraModel can be derived for structs with named fields (as burn's Module) \
                      and for enums",
-                ));
-            };
-            let mut pattern = Vec::new();
-            let mut rebuild = Vec::new();
-            for field in &fields.named {
-                let ident = field.ident.as_ref().expect("named field");
-                pattern.push(quote!(#ident));
-                if is_skipped(field)? {
-                    rebuild.push(quote!(#ident));
-                } else {
-                    let key = ident.to_string();
-                    let key = key.strip_prefix("r#").unwrap_or(&key).to_string();
-                    bounds.push(field.ty.clone());
-                    rebuild.push(quote! {
-                        #ident: #trait_path::map_lora_linears(#ident, &#join(prefix, #key), f)
-                    });
+                    ));
+                };
+                let mut pattern = Vec::new();
+                let mut rebuild = Vec::new();
+                for field in &fields.named {
+                    let ident = field.ident.as_ref().expect("named field");
+                    pattern.push(quote!(#ident));
+                    if is_skipped(field)? {
+                        rebuild.push(quote!(#ident));
+                    } else {
+                        let key = ident.to_string();
+                        let key = key.strip_prefix("r#").unwrap_or(&key).to_string();
+                        bounds.push(field.ty.clone());
+                        rebuild.push(quote! {
+                            #ident: #trait_path::#method(#ident, &#join(prefix, #key), #arg)
+                        });
+                    }
+                }
+                quote! {
+                    let Self { #(#pattern),* } = self;
+                    Self { #(#rebuild),* }
                 }
             }
-            quote! {
-                let Self { #(#pattern),* } = self;
-                Self { #(#rebuild),* }
-            }
-        }
-        Data::Enum(data) => {
-            let mut arms = Vec::new();
-            for variant in &data.variants {
-                let v = &variant.ident;
-                let key = v.to_string();
-                match &variant.fields {
-                    Fields::Unnamed(f) if f.unnamed.len() == 1 => {
-                        let field = f.unnamed.first().expect("one field");
-                        if is_skipped(field)? {
-                            arms.push(quote!(Self::#v(module) => Self::#v(module)));
-                        } else {
-                            bounds.push(field.ty.clone());
-                            arms.push(quote! {
-                                Self::#v(module) => Self::#v(
-                                    #trait_path::map_lora_linears(module, &#join(prefix, #key), f)
-                                )
-                            });
+            Data::Enum(data) => {
+                let mut arms = Vec::new();
+                for variant in &data.variants {
+                    let v = &variant.ident;
+                    let key = v.to_string();
+                    match &variant.fields {
+                        Fields::Unnamed(f) if f.unnamed.len() == 1 => {
+                            let field = f.unnamed.first().expect("one field");
+                            if is_skipped(field)? {
+                                arms.push(quote!(Self::#v(module) => Self::#v(module)));
+                            } else {
+                                bounds.push(field.ty.clone());
+                                arms.push(quote! {
+                                    Self::#v(module) => Self::#v(
+                                        #trait_path::#method(module, &#join(prefix, #key), #arg)
+                                    )
+                                });
+                            }
+                        }
+                        Fields::Unit => arms.push(quote!(Self::#v => Self::#v)),
+                        other => {
+                            return Err(syn::Error::new(
+                                other.span(),
+                                "LoraModel enum variants must hold exactly one module, as burn's \
+                             Module derive requires",
+                            ));
                         }
                     }
-                    Fields::Unit => arms.push(quote!(Self::#v => Self::#v)),
-                    other => {
-                        return Err(syn::Error::new(
-                            other.span(),
-                            "LoraModel enum variants must hold exactly one module, as burn's \
-                             Module derive requires",
-                        ));
+                }
+                quote! {
+                    match self {
+                        #(#arms,)*
                     }
                 }
             }
-            quote! {
-                match self {
-                    #(#arms,)*
-                }
+            Data::Union(u) => {
+                return Err(syn::Error::new(
+                    u.union_token.span,
+                    "LoraModel cannot be derived for unions",
+                ));
             }
-        }
-        Data::Union(u) => {
-            return Err(syn::Error::new(
-                u.union_token.span,
-                "LoraModel cannot be derived for unions",
-            ));
-        }
-    };
+        };
+        bodies.push(body);
+    }
+    let (linears_body, layers_body) = (&bodies[0], &bodies[1]);
 
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut predicates: Vec<TokenStream2> = where_clause
@@ -127,8 +139,11 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     // Bounds only where a field mentions a type parameter: concrete field types are checked
     // at the call, with an error naming the field's type.
     let params: Vec<&Ident> = input.generics.type_params().map(|p| &p.ident).collect();
+    let mut seen = std::collections::BTreeSet::new();
     for ty in bounds.iter().filter(|ty| mentions_any(ty, &params)) {
-        predicates.push(quote!(#ty: #trait_path));
+        if seen.insert(quote!(#ty).to_string()) {
+            predicates.push(quote!(#ty: #trait_path));
+        }
     }
     let where_tokens = if predicates.is_empty() {
         quote!()
@@ -145,7 +160,16 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 prefix: &str,
                 f: &mut dyn FnMut(&str, #linear) -> #linear,
             ) -> Self {
-                #body
+                #linears_body
+            }
+
+            #[allow(unused_variables)]
+            fn map_lora_layers(
+                self,
+                prefix: &str,
+                mapper: &mut dyn #mapper,
+            ) -> Self {
+                #layers_body
             }
         }
     })

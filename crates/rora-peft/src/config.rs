@@ -61,7 +61,9 @@ pub struct PeftLoraConfig {
     /// Per-module alpha overrides (key: module-name pattern).
     #[serde(default)]
     pub alpha_pattern: BTreeMap<String, f64>,
-    /// DoRA (weight-decomposed LoRA); not supported.
+    /// DoRA (weight-decomposed LoRA): every layer then carries a magnitude vector
+    /// (`lora_magnitude_vector`, `[out]`), and the adapted weight is
+    /// `m·(W0 + s·B·A)/‖W0 + s·B·A‖` row by row.
     #[serde(default)]
     pub use_dora: bool,
     /// Every other key of the file, kept verbatim.
@@ -150,11 +152,6 @@ impl PeftLoraConfig {
     }
 
     fn check_supported(&self, path: &Path) -> Result<(), AdapterError> {
-        if self.use_dora {
-            return Err(AdapterError::UnsupportedSetting {
-                setting: "use_dora = true (DoRA)".into(),
-            });
-        }
         if self.fan_in_fan_out {
             return Err(AdapterError::UnsupportedSetting {
                 setting: "fan_in_fan_out = true (Conv1D weights)".into(),

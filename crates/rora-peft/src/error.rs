@@ -87,7 +87,7 @@ pub enum AdapterError {
     },
     /// The adapter file holds a tensor that belongs to no LoRA factor.
     #[error(
-        "{}unexpected tensor {key:?} in adapter file (expected only <module>.lora_A.weight / <module>.lora_B.weight)",
+        "{}unexpected tensor {key:?} in adapter file (expected only <module>.lora_A.weight / .lora_B.weight, .lora_embedding_A / .lora_embedding_B, .lora_magnitude_vector)",
         in_file(path)
     )]
     UnexpectedTensor {
@@ -133,6 +133,18 @@ pub enum AdapterError {
         found: Vec<usize>,
         /// The shape required, described (e.g. `[r = 4, in] (lora_A is [r, in]) ...`).
         expected: String,
+    },
+    /// The tensors of one layer do not go together (linear and embedding names mixed), or
+    /// disagree with the config (a DoRA magnitude vector without `use_dora`, or `use_dora`
+    /// without one).
+    #[error("{}layer {layer:?}: {message}", in_file(path))]
+    InconsistentLayer {
+        /// The adapter weights file (empty for an adapter in memory).
+        path: PathBuf,
+        /// The module path.
+        layer: String,
+        /// What is wrong, naming the tensor keys.
+        message: String,
     },
     /// A tensor read from a file holds NaN or infinity.
     #[error(
@@ -200,6 +212,44 @@ pub enum AdapterError {
         path: String,
         /// Extra context (closest names, base file), may be empty.
         hint: String,
+    },
+    /// A multi-adapter folder (or set) has no adapter of this name.
+    #[error(
+        "{}no adapter named {name:?}{}",
+        in_file(dir),
+        if available.is_empty() {
+            " (no adapter_config.json in the folder or any subfolder)".to_string()
+        } else {
+            format!(" (adapters there: {})", available.join(", "))
+        }
+    )]
+    UnknownAdapter {
+        /// The multi-adapter folder (empty for a set in memory).
+        dir: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        available: Vec<String>,
+    },
+    /// An adapter of this name exists already.
+    #[error("an adapter named {name:?} exists already (delete it first, or choose another name)")]
+    DuplicateAdapter {
+        /// The name.
+        name: String,
+    },
+    /// An adapter name that cannot be a folder name in PEFT's multi-adapter layout.
+    #[error(
+        "invalid adapter name {name:?}: it names a subfolder, so it must not be empty, \".\" or \"..\", nor hold / or \\"
+    )]
+    InvalidAdapterName {
+        /// The name given.
+        name: String,
+    },
+    /// Adapters that cannot be combined by [`weighted_adapter`](crate::weighted_adapter).
+    #[error("cannot combine adapters: {message}")]
+    Combination {
+        /// What is wrong, naming the adapter or layer.
+        message: String,
     },
     /// The model has an adapted layer the adapter file does not provide.
     #[error("model layer {path:?} is adapted but the adapter file has no factors for it")]

@@ -7,6 +7,12 @@
 //! (float32 [`HostMatrix`] factors; f16, bf16 and f64 files are converted on reading), and
 //! [`TensorFile`] reads any safetensors checkpoint through a memory map.
 //!
+//! Embedding adapters (`lora_embedding_A` `[r, num_embeddings]`, `lora_embedding_B`
+//! `[embedding_dim, r]`, [`LayerKind::Embedding`]) and DoRA magnitudes
+//! (`lora_magnitude_vector`, `[out]`, with `use_dora`) are read and written under PEFT's
+//! names; [`AdapterSet`] holds several named adapters in PEFT's multi-adapter layout, and
+//! [`weighted_adapter`] combines adapters as PEFT's `add_weighted_adapter` does.
+//!
 //! [`Targets`] and [`LayerSelection`] choose layers by module path (`encoder.layers.3.query`)
 //! with PEFT's rules: a name matches as a trailing run of path components, `re:` makes a
 //! regex that must match the whole path.
@@ -23,10 +29,10 @@
 //! };
 //! adapter.layers.insert(
 //!     "encoder.layers.0.query".into(),
-//!     LayerFactors {
-//!         a: HostMatrix::new(2, 3, vec![0.1; 6]), // [r, in]
-//!         b: HostMatrix::new(4, 2, vec![0.2; 8]), // [out, r]
-//!     },
+//!     LayerFactors::new(
+//!         HostMatrix::new(2, 3, vec![0.1; 6]), // A: [r, in]
+//!         HostMatrix::new(4, 2, vec![0.2; 8]), // B: [out, r]
+//!     ),
 //! );
 //! let dir = tempfile::tempdir()?;
 //! adapter.write(dir.path())?; // adapter_config.json + adapter_model.safetensors, atomically
@@ -41,6 +47,7 @@ mod adapter_file;
 mod config;
 mod error;
 mod header;
+mod multi;
 mod path;
 mod selection;
 mod target;
@@ -48,11 +55,14 @@ mod tensor_file;
 mod write;
 
 pub use adapter_file::{
-    Factor, KEY_PREFIX, LayerFactors, PeftAdapter, ReadOptions, WEIGHTS_FILE, factor_key,
-    parse_factor_key,
+    Factor, KEY_PREFIX, LayerFactors, LayerKind, PeftAdapter, ReadOptions, TensorKey, WEIGHTS_FILE,
+    factor_key, parse_factor_key, parse_tensor_key, tensor_key,
 };
 pub use config::{CONFIG_FILE, PeftLoraConfig, TargetModules, lora_scale};
 pub use error::AdapterError;
+pub use multi::{
+    AdapterSet, Combination, DEFAULT_ADAPTER, adapter_dir, adapter_names, weighted_adapter,
+};
 pub use path::{block_index, join_path};
 pub use selection::LayerSelection;
 pub use target::{TargetError, TargetPattern, Targets};

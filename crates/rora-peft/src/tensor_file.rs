@@ -343,6 +343,11 @@ impl safetensors::View for &RawTensor {
     }
 }
 
+/// How many of `values` are NaN or infinite.
+pub(crate) fn count_non_finite(values: &[f32]) -> usize {
+    values.iter().filter(|v| !v.is_finite()).count()
+}
+
 /// How many values of a little-endian tensor of `dtype` are NaN or infinite (`0` for
 /// non-float dtypes and float8 formats, which are not checked).
 pub fn non_finite_count(dtype: Dtype, bytes: &[u8]) -> usize {

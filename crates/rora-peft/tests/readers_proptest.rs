@@ -19,10 +19,10 @@ fn adapter() -> PeftAdapter {
     for (i, (out, inp)) in [(6usize, 5usize), (3, 6)].into_iter().enumerate() {
         layers.insert(
             format!("layers.{i}.proj"),
-            LayerFactors {
-                a: HostMatrix::new(2, inp, (0..2 * inp).map(|v| v as f32 * 0.1).collect()),
-                b: HostMatrix::new(out, 2, (0..out * 2).map(|v| v as f32 * -0.2).collect()),
-            },
+            LayerFactors::new(
+                HostMatrix::new(2, inp, (0..2 * inp).map(|v| v as f32 * 0.1).collect()),
+                HostMatrix::new(out, 2, (0..out * 2).map(|v| v as f32 * -0.2).collect()),
+            ),
         );
     }
     PeftAdapter {

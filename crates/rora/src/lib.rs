@@ -6,8 +6,9 @@
 //! trigger-insensitive constraint and post-training spectral rescaling — removes it.
 //!
 //! This facade re-exports:
-//! - [`core`] (`rora-core`): the [`LoraLinear`] layer, RoRA ([`Rora`], [`RoraConfig`]),
-//!   adapter targeting and HuggingFace PEFT adapter files;
+//! - [`core`] (`rora-core`): the [`LoraLinear`] and [`LoraEmbedding`] layers (LoRA or DoRA),
+//!   RoRA ([`Rora`], [`RoraConfig`]), adapter targeting, several named adapters per model and
+//!   HuggingFace PEFT adapter files;
 //! - [`spectral`] (`rora-spectral`): spectral analysis of adapters on nalgebra.
 //!
 //! The most used items are also at the top level:
@@ -39,8 +40,9 @@ pub use rora_spectral as spectral;
 
 pub use rora_core::rora::{LayerSelection, RescaleReport, RescaleTarget};
 pub use rora_core::{
-    AdaptedLayer, AdapterError, AdapterKind, AdapterOptions, InjectError, LoraConfig, LoraInit,
-    LoraLinear, LoraModel, ParamSummary, PeftAdapter, Rora, RoraConfig, RoraError, TargetError,
-    Targets, adapted_layers, apply_adapter, apply_lora_targets, attach_adapter, burn, inject_lora,
-    join_path, load_adapter, lora_linear_paths, save_adapter,
+    AdaptedLayer, AdapterError, AdapterKind, AdapterOptions, InjectError, LayerKind, LoraConfig,
+    LoraEmbedding, LoraInit, LoraLayerMapper, LoraLinear, LoraModel, ParamSummary, PeftAdapter,
+    Rora, RoraConfig, RoraError, TargetError, Targets, adapted_layers, apply_adapter,
+    apply_lora_targets, attach_adapter, burn, inject_lora, join_path, load_adapter,
+    lora_layer_paths, lora_linear_paths, save_adapter,
 };

@@ -201,6 +201,10 @@ pub struct BenchConfig {
     /// RoRA Pt: rescale the targeted (query/value) layers of this many last blocks.
     #[arg(long, help_heading = "LoRA and RoRA", default_value_t = DEFAULTS.rescale_blocks)]
     pub rescale_blocks: usize,
+    /// Adapters: lora, or dora to add the DoRA and DoRA + RoRA rows.
+    #[arg(long, help_heading = "LoRA and RoRA", value_enum, default_value_t = DEFAULTS.adapter)]
+    #[serde(default)]
+    pub adapter: super::method::AdapterChoice,
     /// Synthetic corpus: examples for pretraining and poisoning (source domain); with
     /// --data, a cap only in --quick mode.
     #[arg(long, help_heading = "Data sizes", default_value_t = DEFAULTS.source_examples)]
@@ -216,6 +220,20 @@ pub struct BenchConfig {
     /// Hide progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Burn backend (one compiled into this build, see `--features`): default (burn's
+    /// choice), flex, ndarray, tch, wgpu, cuda.
+    #[arg(long, default_value_t = DEFAULTS.backend.clone())]
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Sort-by-length bucketing: batches of sentences of similar length (shuffled pools of
+    /// 8 batches, each sorted by length), so less padding; off by default.
+    #[arg(long, help_heading = "Training")]
+    #[serde(default)]
+    pub bucket: bool,
+}
+
+fn default_backend() -> String {
+    "default".to_string()
 }
 
 impl Default for BenchConfig {
@@ -260,11 +278,23 @@ impl Default for BenchConfig {
             clean_examples: 1000,
             eval_examples: 500,
             quiet: false,
+            backend: default_backend(),
+            bucket: false,
+            adapter: Default::default(),
         }
     }
 }
 
 impl BenchConfig {
+    /// The device of [`backend`](Self::backend) (see [`crate::backend::device`]).
+    ///
+    /// # Panics
+    /// If the backend is not compiled into this build; [`crate::bench::run`] checks it
+    /// first.
+    pub fn device(&self) -> burn::tensor::Device {
+        crate::backend::device(&self.backend).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Tiny sizes for tests: seconds, not minutes. Numbers from it mean nothing.
     pub fn quick() -> Self {
         BenchConfig {
@@ -353,6 +383,9 @@ impl BenchConfig {
             clean_examples,
             eval_examples,
             quiet,
+            backend,
+            bucket,
+            adapter,
         );
         cfg
     }

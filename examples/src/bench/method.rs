@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
-use burn::tensor::Device;
 use rora::{LayerSelection, LoraConfig, RescaleTarget, Rora, RoraConfig, Targets};
 use serde::{Deserialize, Serialize};
 
@@ -33,17 +32,35 @@ pub enum Method {
     RoraTr,
     /// LoRA with Pt alone: the trained LoRA model rescaled (`Rora::rescale`).
     RoraPt,
+    /// DoRA (`LoraConfig::with_use_dora`) in place of LoRA, nothing else (`--adapter dora`).
+    Dora,
+    /// DoRA with Cl, Tr and Pt: RoRA on DoRA adapters, the paper's Table 5 (`--adapter dora`).
+    DoraRora,
+}
+
+/// Which adapters the benchmark trains besides full fine-tuning: `lora` (the default), or
+/// `dora`, which adds the DoRA and DoRA + RoRA rows to LoRA's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterChoice {
+    /// LoRA and RoRA rows.
+    #[default]
+    Lora,
+    /// LoRA and RoRA rows, plus DoRA and DoRA + RoRA.
+    Dora,
 }
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 8] = [
         Method::Full,
         Method::Lora,
         Method::Rora,
         Method::RoraCl,
         Method::RoraTr,
         Method::RoraPt,
+        Method::Dora,
+        Method::DoraRora,
     ];
 
     /// The order in which the models of one learning rate are made. `RoraPt` follows
@@ -60,6 +77,25 @@ impl Method {
         Method::Rora,
     ];
 
+    /// The methods a run with `adapter` cleans with, in table order: every method but the
+    /// DoRA ones for `lora`, every method for `dora`.
+    pub fn run_with(adapter: AdapterChoice) -> Vec<Method> {
+        Method::ALL
+            .into_iter()
+            .filter(|m| adapter == AdapterChoice::Dora || !m.uses_dora())
+            .collect()
+    }
+
+    /// The cleaning order for `adapter`: the LoRA methods, then (with DoRA) the DoRA ones,
+    /// after them so that the LoRA rows are the same numbers as without DoRA.
+    fn cleaning_order(adapter: AdapterChoice) -> Vec<Method> {
+        let mut order = Method::CLEANING_ORDER.to_vec();
+        if adapter == AdapterChoice::Dora {
+            order.extend([Method::Dora, Method::DoraRora]);
+        }
+        order
+    }
+
     /// The name used in tables, charts and `results.json`: `full`, `lora`, `rora`,
     /// `rora-cl`, `rora-tr`, `rora-pt`.
     pub fn name(self) -> &'static str {
@@ -70,22 +106,29 @@ impl Method {
             Method::RoraCl => "rora-cl",
             Method::RoraTr => "rora-tr",
             Method::RoraPt => "rora-pt",
+            Method::Dora => "dora",
+            Method::DoraRora => "dora-rora",
         }
+    }
+
+    /// Whether the method trains DoRA adapters.
+    pub fn uses_dora(self) -> bool {
+        matches!(self, Method::Dora | Method::DoraRora)
     }
 
     /// Whether the method trains with Cl (base-branch dropout).
     pub fn uses_cl(self) -> bool {
-        matches!(self, Method::Rora | Method::RoraCl)
+        matches!(self, Method::Rora | Method::RoraCl | Method::DoraRora)
     }
 
     /// Whether the method trains with Tr (the penalty).
     pub fn uses_tr(self) -> bool {
-        matches!(self, Method::Rora | Method::RoraTr)
+        matches!(self, Method::Rora | Method::RoraTr | Method::DoraRora)
     }
 
     /// Whether the method rescales its trained update (Pt).
     pub fn uses_pt(self) -> bool {
-        matches!(self, Method::Rora | Method::RoraPt)
+        matches!(self, Method::Rora | Method::RoraPt | Method::DoraRora)
     }
 }
 
@@ -192,7 +235,8 @@ impl<'a, M: SequenceClassifier> Cleaner<'a, M> {
                 } else {
                     0.0
                 };
-                let adapted = adapt(&self.poisoned, &self.targets, &self.lora, base_dropout)?;
+                let lora = self.lora.clone().with_use_dora(method.uses_dora());
+                let adapted = adapt(&self.poisoned, &self.targets, &lora, base_dropout)?;
                 self.train(adapted, method, lr, seed)
             }
         };
@@ -218,7 +262,7 @@ impl<'a, M: SequenceClassifier> Cleaner<'a, M> {
         let mut best: BTreeMap<Method, Candidate<M>> = BTreeMap::new();
         for &lr in &self.cfg.lr_grid {
             let mut lora = None;
-            for method in Method::CLEANING_ORDER {
+            for method in Method::cleaning_order(self.cfg.adapter) {
                 let cleaned = self.clean(method, lr, seed, lora.as_ref())?;
                 if method == Method::Lora {
                     lora = Some(cleaned.clone());
@@ -259,8 +303,9 @@ impl<'a, M: SequenceClassifier> Cleaner<'a, M> {
             lr,
             weight_decay: cfg.weight_decay,
             seed: 100 + seed,
+            bucket: cfg.bucket,
         };
-        Device::default().seed(1000 + seed);
+        cfg.device().seed(1000 + seed);
         let start = Instant::now();
         let model = train(
             model,
@@ -307,7 +352,16 @@ mod tests {
         let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(
             names,
-            ["full", "lora", "rora", "rora-cl", "rora-tr", "rora-pt"]
+            [
+                "full",
+                "lora",
+                "rora",
+                "rora-cl",
+                "rora-tr",
+                "rora-pt",
+                "dora",
+                "dora-rora"
+            ]
         );
         // BTreeMap<Method, _> iterates in table order.
         let mut sorted = Method::ALL;
@@ -317,9 +371,19 @@ mod tests {
 
     #[test]
     fn cleaning_order_has_every_method_once_with_pt_after_lora() {
-        let mut order = Method::CLEANING_ORDER;
+        let mut order = Method::cleaning_order(super::AdapterChoice::Dora);
         order.sort();
         assert_eq!(order, Method::ALL);
+        // Without DoRA, the LoRA methods only, as before DoRA existed.
+        assert_eq!(
+            Method::cleaning_order(super::AdapterChoice::Lora),
+            Method::CLEANING_ORDER
+        );
+        for adapter in [super::AdapterChoice::Lora, super::AdapterChoice::Dora] {
+            let mut order = Method::cleaning_order(adapter);
+            order.sort();
+            assert_eq!(order, Method::run_with(adapter));
+        }
         let at = |m| Method::CLEANING_ORDER.iter().position(|&x| x == m).unwrap();
         assert!(at(Method::Lora) < at(Method::RoraPt));
     }

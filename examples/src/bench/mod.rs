@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -20,7 +20,7 @@ use rora::core::spectral::LayerReport;
 use serde::{Deserialize, Serialize};
 
 pub use config::{AttackKind, BenchConfig, ModelKind};
-pub use method::Method;
+pub use method::{AdapterChoice, Method};
 
 use crate::attacks::{
     AddSent, Attack, BadNet, PoisonConfig, neutral_triggers, poison, triggered_test,
@@ -189,7 +189,8 @@ fn corpus(cfg: &BenchConfig) -> Result<Corpus, BenchError> {
         }
         Some(dir) => {
             // One dataset: the first half of train pretrains and is poisoned, the second
-            // half is the defender's clean data (as in shared/notes/rora-at-small-scale.md).
+            // half is the defender's clean data (the split of the toy-scale PyTorch probe,
+            // docs/BENCHMARK.md).
             let mut splits = load_dir(dir)?;
             let mut rng = StdRng::seed_from_u64(0);
             splits.train.shuffle(&mut rng);
@@ -271,6 +272,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
             "need at least one learning rate and one seed".into(),
         ));
     }
+    crate::backend::device(&cfg.backend).map_err(BenchError::Settings)?;
     std::fs::create_dir_all(&cfg.out)
         .map_err(|e| BenchError::Output(format!("{}: {e}", cfg.out.display())))?;
     let corpus = corpus(cfg)?;
@@ -315,7 +317,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                 encoder: &encoder,
                 corpus: &corpus,
             };
-            let device = Device::default();
+            let device = cfg.device();
             match model {
                 ModelKind::Bert => {
                     let bc = BertConfig::new(encoder.vocab_size())
@@ -379,6 +381,14 @@ fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String 
         "data": cfg.data, "ckpt": cfg.checkpoint, "n": [cfg.source_examples, cfg.clean_examples, cfg.eval_examples],
         "version": 2,
     });
+    // Bucketing changes the poisoned model; keys of unbucketed runs stay as they were.
+    let key = if cfg.bucket {
+        let mut key = key;
+        key["bucket"] = serde_json::json!(true);
+        key
+    } else {
+        key
+    };
     let mut hash: u64 = 0xcbf29ce484222325;
     for b in key.to_string().bytes() {
         hash = (hash ^ b as u64).wrapping_mul(0x100000001b3);
@@ -472,7 +482,7 @@ fn poisoned_model<M: SequenceClassifier>(
         "{}.bpk",
         cache_key(cfg, family.model, family.attack_kind)
     ));
-    Device::default().seed(0);
+    cfg.device().seed(0);
     let fresh = init();
     let poisoned = match fresh.clone().try_load_file(&cache) {
         Ok(m) if cache.exists() => {
@@ -517,6 +527,7 @@ fn poison_fresh<M: SequenceClassifier>(family: &Family<'_>, fresh: M, sets: &Eva
             lr: cfg.pretrain_lr,
             weight_decay: 0.01,
             seed: 1,
+            bucket: cfg.bucket,
         };
         let pretrain_set = neutral_triggers(&corpus.source, attack, cfg.pretrain_trigger_rate, 4);
         m = train(
@@ -548,6 +559,7 @@ fn poison_fresh<M: SequenceClassifier>(family: &Family<'_>, fresh: M, sets: &Eva
         lr: cfg.poison_lr,
         weight_decay: 0.01,
         seed: 3,
+        bucket: cfg.bucket,
     };
     if cfg.poison_freeze_embeddings {
         m = m.freeze_embeddings();

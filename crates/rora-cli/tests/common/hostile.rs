@@ -56,6 +56,18 @@ impl Scratch {
         }
         Scratch { dir }
     }
+    /// Replace the base checkpoint and the adapter by those of fixture `name` (the previous
+    /// outputs stay as they are).
+    pub fn use_fixture(&self, name: &str) {
+        let src = fixture(name);
+        for f in [
+            "model.safetensors",
+            "adapter/adapter_config.json",
+            "adapter/adapter_model.safetensors",
+        ] {
+            std::fs::copy(src.join(f), self.dir.path().join(f)).unwrap();
+        }
+    }
     /// A path under the scratch folder.
     pub fn p(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
@@ -126,6 +138,20 @@ impl Scratch {
     /// `rescale` onto the previous output `out/rescaled`.
     pub fn rescale(&self) -> Vec<OsString> {
         self.rescale_with(&self.base(), &self.adapter(), &self.p("out/rescaled"))
+    }
+    /// `combine --adapter DIR=W ... --out OUT` (and `extra`).
+    pub fn combine(&self, inputs: &[(&Path, &str)], out: &Path, extra: &[&str]) -> Vec<OsString> {
+        let mut a = argv(&["combine"]);
+        for (dir, w) in inputs {
+            let mut spec = OsString::from(dir.as_os_str());
+            spec.push(format!("={w}"));
+            a.push("--adapter".into());
+            a.push(spec);
+        }
+        a.push("--out".into());
+        a.push(out.into());
+        a.extend(extra.iter().map(OsString::from));
+        a
     }
     /// Every command: both inspects, merge, rescale.
     pub fn all(&self) -> Vec<Vec<OsString>> {
@@ -297,6 +323,7 @@ fn usage(runs: Vec<Vec<OsString>>, names: &[&str]) -> Expect {
 
 const A1: &str = "base_model.model.fc1.lora_A.weight";
 const B1: &str = "base_model.model.fc1.lora_B.weight";
+const M1: &str = "base_model.model.fc1.lora_magnitude_vector";
 
 /// Truncate the file at `path` to `len` bytes.
 fn truncate(path: &Path, len: impl FnOnce(usize) -> usize) {
@@ -648,6 +675,182 @@ pub fn cases() -> Vec<Case> {
     case!("config: a target_modules regex matches no tensor", |s| {
         s.set_config("target_modules", Some(r"layers\.\d+\.q_proj".into()));
         expect(s.all(), &["adapter_config.json", "q_proj"])
+    });
+
+    // ---- DoRA and embedding adapters ------------------------------------------------
+    case!("dora: magnitude of the wrong length", |s| {
+        s.use_fixture("peft-mlp-dora");
+        edit_tensors(&s.weights(), |es| {
+            let e = es.iter_mut().find(|e| e.name == M1).unwrap();
+            e.shape = vec![31];
+            e.bytes.truncate(31 * 4);
+        });
+        expect(
+            s.all(),
+            &["adapter_model.safetensors", M1, "[31]", "[out = 32]"],
+        )
+    });
+    case!("dora: 2-D magnitude", |s| {
+        s.use_fixture("peft-mlp-dora");
+        edit_tensors(&s.weights(), |es| {
+            es.iter_mut().find(|e| e.name == M1).unwrap().shape = vec![4, 8];
+        });
+        expect(s.all(), &["adapter_model.safetensors", M1, "[4, 8]", "1-D"])
+    });
+    case!("dora: NaN in the magnitude", |s| {
+        s.use_fixture("peft-mlp-dora");
+        edit_values(&s.weights(), M1, |v| v[5] = f32::NAN);
+        expect(s.all(), &["adapter_model.safetensors", M1, "non-finite"])
+    });
+    case!("dora: magnitude missing", |s| {
+        s.use_fixture("peft-mlp-dora");
+        edit_tensors(&s.weights(), |es| es.retain(|e| e.name != M1));
+        expect(s.all(), &["\"fc1\"", "use_dora = true", M1])
+    });
+    case!("dora: magnitude without use_dora", |s| {
+        s.use_fixture("peft-mlp-dora");
+        s.set_config("use_dora", Some(false.into()));
+        expect(s.all(), &["\"fc1\"", M1, "use_dora = false"])
+    });
+    case!("dora: a zero row cannot be normalised", |s| {
+        // Row 0 of fc1's W0 and of its update are zero: ‖W0 + s·B·A‖ = 0 for that row.
+        s.use_fixture("peft-mlp-dora");
+        edit_values(&s.base(), "fc1.weight", |v| v[..16].fill(0.0));
+        edit_values(&s.weights(), B1, |v| v[..4].fill(0.0));
+        expect(
+            vec![s.merge()],
+            &["\"fc1\"", "\"fc1.weight\"", "not finite", "nothing written"],
+        )
+    });
+    case!("embedding: base table transposed", |s| {
+        s.use_fixture("peft-embedding");
+        edit_tensors(&s.base(), |es| {
+            es.iter_mut()
+                .find(|e| e.name == "emb.weight")
+                .unwrap()
+                .shape = vec![6, 12];
+        });
+        expect(
+            s.all(),
+            &[
+                "\"emb\"",
+                "embedding layer",
+                "\"emb.weight\"",
+                "[6, 12]",
+                "[12, 6]",
+            ],
+        )
+    });
+    case!("embedding: linear and embedding names mixed", |s| {
+        s.use_fixture("peft-embedding");
+        edit_tensors(&s.weights(), |es| {
+            let e = es
+                .iter_mut()
+                .find(|e| e.name == "base_model.model.emb.lora_embedding_B")
+                .unwrap();
+            e.name = "base_model.model.emb.lora_B.weight".into();
+        });
+        expect(
+            s.all(),
+            &[
+                "adapter_model.safetensors",
+                "\"emb\"",
+                "mixes",
+                "lora_embedding_A",
+            ],
+        )
+    });
+
+    // ---- Named adapters and combinations -------------------------------------------
+    case!("adapter name that does not exist", |s| {
+        expect(
+            with(s.all(), &["--adapter-name", "nope"]),
+            &["adapter", "\"nope\"", "default", "--adapter-name"],
+        )
+    });
+    case!("multi-adapter folder without a default, no name", |s| {
+        let task = s.p("adapter/task");
+        std::fs::create_dir(&task).unwrap();
+        std::fs::rename(s.config(), task.join("adapter_config.json")).unwrap();
+        std::fs::rename(s.weights(), task.join("adapter_model.safetensors")).unwrap();
+        expect(
+            s.all(),
+            &["adapter", "multi-adapter", "task", "--adapter-name"],
+        )
+    });
+    case!("combine: a DoRA adapter", |s| {
+        s.use_fixture("peft-mlp-dora");
+        let a = s.adapter();
+        expect(
+            vec![s.combine(&[(&a, "0.5"), (&a, "0.5")], &s.p("out/rescaled"), &[])],
+            &["combine", "DoRA", "use_dora"],
+        )
+    });
+    case!("combine: linear needs equal ranks", |s| {
+        let other = s.p("other/rs");
+        std::fs::create_dir(&other).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(
+                fixture("peft-mlp-rslora").join("adapter").join(f),
+                other.join(f),
+            )
+            .unwrap();
+        }
+        let a = s.adapter();
+        let out = s.p("out/rescaled");
+        expect(
+            vec![s.combine(
+                &[(&a, "1"), (&other, "1")],
+                &out,
+                &["--combination", "linear"],
+            )],
+            &["same rank", "[4, 8]"],
+        )
+    });
+    case!("combine: a layer of two shapes", |s| {
+        let other = s.p("other/rs");
+        std::fs::create_dir(&other).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(
+                fixture("peft-mlp-rslora").join("adapter").join(f),
+                other.join(f),
+            )
+            .unwrap();
+        }
+        let a = s.adapter();
+        expect(
+            vec![s.combine(&[(&a, "1"), (&other, "1")], &s.p("out/rescaled"), &[])],
+            &["\"fc2\"", "[8, 32]", "[6, 20]"],
+        )
+    });
+    case!("combine --out is an input", |s| {
+        let a = s.adapter();
+        expect(
+            vec![
+                s.combine(&[(&a, "1")], &a, &[]),
+                s.combine(&[(&a, "1")], &a, &["--force"]),
+            ],
+            &["--out", "adapter"],
+        )
+    });
+    case!("usage: combine without --adapter, with a bad weight", |s| {
+        let a = s.adapter();
+        let mut spec = OsString::from(a.as_os_str());
+        spec.push("=heavy");
+        usage(
+            vec![
+                argv(&["combine", "--out", "x"]),
+                vec![
+                    "combine".into(),
+                    "--adapter".into(),
+                    spec,
+                    "--out".into(),
+                    "x".into(),
+                ],
+                s.combine(&[(&a, "1")], &s.p("x"), &["--combination", "ties"]),
+            ],
+            &[],
+        )
     });
 
     // ---- Non-finite or degenerate results --------------------------------------------

@@ -12,8 +12,14 @@ pub mod hostile;
 /// The PEFT reference fixtures, vendored in the workspace at `tests/fixtures/`.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/");
 
-/// Both fixture names.
-pub const ALL: [&str; 2] = ["peft-mlp", "peft-mlp-rslora"];
+/// Every single-adapter fixture: LoRA, rsLoRA, DoRA, LoRA and DoRA on an embedding.
+pub const ALL: [&str; 5] = [
+    "peft-mlp",
+    "peft-mlp-rslora",
+    "peft-mlp-dora",
+    "peft-embedding",
+    "peft-embedding-dora",
+];
 
 /// A fixture folder.
 pub fn fixture(name: &str) -> PathBuf {

@@ -169,7 +169,7 @@ impl Rora {
                     .map_or(Scale::Unknown, Scale::Constant),
             };
             let (a, b) = match id.kind {
-                AdapterKind::LoraLinear => (a, b),
+                AdapterKind::LoraLinear | AdapterKind::LoraEmbedding => (a, b),
                 AdapterKind::BurnNative => (a.transpose(), b.transpose()),
             };
             out.push(Some(Factors { a, b, scale }));

@@ -137,7 +137,7 @@ impl Rora {
                 let device = layer.base.device();
                 let (a, b) = (host_to_tensor(&a, &device), host_to_tensor(&b, &device));
                 let (a, b) = match layer.kind {
-                    AdapterKind::LoraLinear => (a, b),
+                    AdapterKind::LoraLinear | AdapterKind::LoraEmbedding => (a, b),
                     AdapterKind::BurnNative => (a.transpose(), b.transpose()),
                 };
                 values.insert(layer.a_path.clone(), a);
