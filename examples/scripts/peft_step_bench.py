@@ -9,7 +9,9 @@ float32, on the CPU — and prints one JSON object on stdout:
   - `lora`: PEFT LoRA r=8, alpha=16, dropout 0 on the layer (only A and B train);
   - `rora`: the same plus RoRA's Cl (dropout 0.1 on the frozen branch's output, by a
     forward hook on PEFT's `base_layer`) and Tr (`λ·(‖U_kᵀB‖² + ‖A V_k‖²)`, k=8, λ=1);
+  - `dora`: PEFT LoRA with `use_dora=True` (DoRA's magnitude vector trains too);
   - `full`: the plain `nn.Linear`, weight and bias trainable.
+- `matmul`: a plain `[4096, 768] x [768, 768]` product (no autodiff), the GEMM rate.
 - `minilm`: a MiniLM-L6-sized `BertForSequenceClassification` (6 layers, hidden 384,
   12 heads, ffn 1536, vocab 30522, random weights unless `--checkpoint`), batch 32 ×
   length 64 (no padding), dropout 0.1 everywhere (HF's defaults), cross-entropy on 2
@@ -39,10 +41,10 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--cases",
-        default="linear-768x768,linear-768x3072,minilm",
-        help="comma-separated: linear-768x768, linear-768x3072, minilm",
+        default="matmul,linear-768x768,linear-768x3072,minilm",
+        help="comma-separated: matmul, linear-<in>x<out>, minilm",
     )
-    p.add_argument("--methods", default="lora,rora,full", help="comma-separated: lora, rora, full")
+    p.add_argument("--methods", default="lora,rora,full", help="comma-separated: lora, rora, dora, full")
     p.add_argument("--iters", type=int, default=15, help="timed steps per case (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--minilm-iters", type=int, default=None, help="timed steps for minilm (default --iters)")
@@ -132,10 +134,16 @@ def main():
 
                 model = One()
                 penalty = None
-                if method in ("lora", "rora"):
+                if method in ("lora", "rora", "dora"):
                     model = get_peft_model(
                         model,
-                        LoraConfig(r=args.rank, lora_alpha=16, lora_dropout=0.0, target_modules=["lin"]),
+                        LoraConfig(
+                            r=args.rank,
+                            lora_alpha=16,
+                            lora_dropout=0.0,
+                            target_modules=["lin"],
+                            use_dora=method == "dora",
+                        ),
                     )
                     if method == "rora":
                         penalty = rora_parts(model)
@@ -173,10 +181,11 @@ def main():
                     )
                     model = BertForSequenceClassification(cfg)
                 penalty = None
-                if method in ("lora", "rora"):
+                if method in ("lora", "rora", "dora"):
                     model = get_peft_model(
                         model,
                         LoraConfig(
+                            use_dora=method == "dora",
                             task_type="SEQ_CLS",
                             r=args.rank,
                             lora_alpha=16,
@@ -204,6 +213,16 @@ def main():
                     opt.step()
 
                 iters = args.minilm_iters or args.iters
+            elif case == "matmul":
+                # The plain [tokens, 768] x [768, 768] product, no autodiff: the GEMM rate.
+                xm = torch.randn(args.tokens, 768)
+                wm = torch.randn(768, 768)
+                model, opt = nn.Module(), None
+
+                def step():
+                    torch.mm(xm, wm)
+
+                iters = args.iters
             else:
                 print(f"unknown case {case}", file=sys.stderr)
                 sys.exit(2)

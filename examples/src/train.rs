@@ -98,33 +98,41 @@ pub struct TrainSettings {
 /// batches, each sorted by length ([`epoch_batches`]).
 pub const BUCKET_POOL_BATCHES: usize = 8;
 
-/// One epoch of batches (indices into a set whose examples have `lengths` tokens): the
-/// examples shuffled with `rng`, cut into full batches of `batch_size` (an incomplete last
-/// batch is dropped; a set smaller than one batch is one batch).
+/// One epoch of batches (indices into a set whose examples have `lengths` tokens).
+///
+/// `order` is the previous epoch's order (`0..n` before the first); it is shuffled in place
+/// with `rng`, so successive epochs shuffle one permutation again and again, as the
+/// training loop always has (the published results depend on it). The shuffled order is
+/// cut into full batches of `batch_size` (an incomplete last batch is dropped; a set smaller
+/// than one batch is one batch).
 ///
 /// With `bucket`, each pool of [`BUCKET_POOL_BATCHES`] batches of the shuffled order is
 /// sorted by length before it is cut, and the batches' order is shuffled again: a batch
 /// then holds sentences of similar length, so padding to its longest wastes little (the
-/// "sortish" sampler). Without it the batches and the draws from `rng` are exactly those
-/// of a plain shuffled epoch.
+/// "sortish" sampler). `order` itself stays the plain shuffled order.
+///
+/// # Panics
+/// If `order` and `lengths` differ in length.
 pub fn epoch_batches(
+    order: &mut [usize],
     lengths: &[usize],
     batch_size: usize,
     bucket: bool,
     rng: &mut StdRng,
 ) -> Vec<Vec<usize>> {
+    assert_eq!(order.len(), lengths.len(), "one order entry per example");
     let batch_size = batch_size.max(1);
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(rng);
     if order.len() < batch_size {
-        return vec![order];
+        return vec![order.to_vec()];
     }
+    let mut epoch = order.to_vec();
     if bucket {
-        for pool in order.chunks_mut(batch_size * BUCKET_POOL_BATCHES) {
+        for pool in epoch.chunks_mut(batch_size * BUCKET_POOL_BATCHES) {
             pool.sort_by_key(|&i| lengths[i]);
         }
     }
-    let mut batches: Vec<Vec<usize>> = order
+    let mut batches: Vec<Vec<usize>> = epoch
         .chunks_exact(batch_size)
         .map(<[usize]>::to_vec)
         .collect();
@@ -167,6 +175,7 @@ where
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let bar = if quiet {
         ProgressBar::hidden()
@@ -182,7 +191,13 @@ where
     let start = Instant::now();
     for step in 0..settings.steps {
         if batches.is_empty() {
-            batches = epoch_batches(&lengths, settings.batch_size, settings.bucket, &mut rng);
+            batches = epoch_batches(
+                &mut order,
+                &lengths,
+                settings.batch_size,
+                settings.bucket,
+                &mut rng,
+            );
             batches.reverse(); // taken from the back, in epoch order
         }
         let idx = batches.pop().expect("an epoch has at least one batch");
@@ -229,13 +244,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_epoch_is_the_shuffled_order_in_full_batches() {
+    fn plain_epochs_reshuffle_one_permutation_in_full_batches() {
         let lengths: Vec<usize> = (0..70).map(|i| i % 13 + 1).collect();
-        let batches = epoch_batches(&lengths, 32, false, &mut StdRng::seed_from_u64(5));
+        let mut rng = StdRng::seed_from_u64(5);
         let mut order: Vec<usize> = (0..70).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(5));
-        assert_eq!(batches, vec![order[..32].to_vec(), order[32..64].to_vec()]);
-        let small = epoch_batches(&lengths[..5], 32, true, &mut StdRng::seed_from_u64(5));
+        let first = epoch_batches(&mut order, &lengths, 32, false, &mut rng);
+        let second = epoch_batches(&mut order, &lengths, 32, false, &mut rng);
+        // The loop as it was: one permutation, shuffled again every epoch.
+        let mut reference_rng = StdRng::seed_from_u64(5);
+        let mut reference: Vec<usize> = (0..70).collect();
+        reference.shuffle(&mut reference_rng);
+        assert_eq!(
+            first,
+            vec![reference[..32].to_vec(), reference[32..64].to_vec()]
+        );
+        reference.shuffle(&mut reference_rng);
+        assert_eq!(
+            second,
+            vec![reference[..32].to_vec(), reference[32..64].to_vec()]
+        );
+        assert_eq!(order, reference);
+        let mut small_order: Vec<usize> = (0..5).collect();
+        let small = epoch_batches(&mut small_order, &lengths[..5], 32, true, &mut rng);
         assert_eq!(small.len(), 1);
         assert_eq!(small[0].len(), 5);
     }
@@ -247,8 +277,22 @@ mod tests {
             let l: Vec<usize> = b.iter().map(|&i| lengths[i]).collect();
             l.iter().max().unwrap() - l.iter().min().unwrap()
         };
-        let plain = epoch_batches(&lengths, 16, false, &mut StdRng::seed_from_u64(1));
-        let bucketed = epoch_batches(&lengths, 16, true, &mut StdRng::seed_from_u64(1));
+        let mut order: Vec<usize> = (0..512).collect();
+        let plain = epoch_batches(
+            &mut order,
+            &lengths,
+            16,
+            false,
+            &mut StdRng::seed_from_u64(1),
+        );
+        let mut order: Vec<usize> = (0..512).collect();
+        let bucketed = epoch_batches(
+            &mut order,
+            &lengths,
+            16,
+            true,
+            &mut StdRng::seed_from_u64(1),
+        );
         assert_eq!(bucketed.len(), 32);
         let mut seen: Vec<usize> = bucketed.concat();
         seen.sort_unstable();

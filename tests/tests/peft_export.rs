@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! RORA_EXPORT_DIR=/tmp/rora-export cargo test --workspace --test peft_export
-//! /work/venv/bin/python tests/fixtures/check_rora_adapters.py /tmp/rora-export
+//! python3 tests/fixtures/check_rora_adapters.py /tmp/rora-export
 //! ```
 
 use std::path::Path;

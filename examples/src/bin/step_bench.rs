@@ -42,7 +42,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rora::{LoraConfig, LoraLinear, Rora, RoraConfig, Targets};
 use rora_examples::backend;
-use rora_examples::data::{TextEncoder, load_tsv};
+use rora_examples::data::{TextEncoder, WordTokenizer, load_tsv};
 use rora_examples::models::{BertConfig, SequenceClassifier};
 use rora_examples::train::{Encoded, epoch_batches};
 use serde::Serialize;
@@ -63,7 +63,8 @@ struct Cli {
         default_values_t = ["matmul".to_string(), "linear-768x768".into(), "linear-768x3072".into(), "minilm".into()]
     )]
     cases: Vec<String>,
-    /// Methods (comma-separated): lora, rora, full, frozen (linear cases only).
+    /// Methods (comma-separated): lora, rora, dora (LoRA with PEFT's `use_dora`), full,
+    /// frozen (linear cases only).
     #[arg(long, value_delimiter = ',', default_values_t = ["lora".to_string(), "rora".into(), "full".into()])]
     methods: Vec<String>,
     /// Timed steps per case; the median is reported.
@@ -91,6 +92,9 @@ struct Cli {
     /// and `<!-- step_bench:end -->` (appended at the end when the markers are missing).
     #[arg(long)]
     doc: Option<PathBuf>,
+    /// Name of the marked part of --doc: `<!-- NAME:begin -->` … `<!-- NAME:end -->`.
+    #[arg(long, default_value = "step_bench")]
+    section: String,
     /// Also time the benchmark's batching on real sentences (rora only): MiniLM LoRA steps
     /// padded to --max-len, to each batch's longest, and bucketed by length.
     #[arg(long)]
@@ -211,6 +215,13 @@ fn linear_case(
                 .map_err(|e| e.to_string())?;
             (m, Some(r))
         }
+        "dora" => (
+            One {
+                layer: LoraLinear::from_linear(base, &lora.with_use_dora(true))
+                    .map_err(|e| e.to_string())?,
+            },
+            None,
+        ),
         "full" => (
             One {
                 layer: LoraLinear::plain(base),
@@ -279,6 +290,11 @@ fn minilm_model(
                 .map_err(|e| e.to_string())?;
             (m, Some(r))
         }
+        "dora" => (
+            rora::inject_lora(model, &targets, &lora.with_use_dora(true))
+                .map_err(|e| e.to_string())?,
+            None,
+        ),
         "full" => (model, None),
         other => return Err(format!("unknown method {other:?} for minilm")),
     })
@@ -371,6 +387,10 @@ fn script_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/peft_step_bench.py")
 }
 
+/// How [`run_python`]'s error starts when torch, transformers or peft cannot be imported
+/// (then no later case tries again).
+const NOT_AVAILABLE: &str = "PyTorch + PEFT not available";
+
 /// Run the PyTorch + PEFT side for `case`; `Err` says why it did not run.
 fn run_python(cli: &Cli, case: &str, methods: &[String]) -> Result<Value, String> {
     let mut cmd = Command::new(&cli.python);
@@ -396,7 +416,7 @@ fn run_python(cli: &Cli, case: &str, methods: &[String]) -> Result<Value, String
         serde_json::from_str(last).map_err(|e| format!("bad JSON from the script: {e}"))?;
     if v["available"] == json!(false) {
         return Err(format!(
-            "PyTorch + PEFT not available ({})",
+            "{NOT_AVAILABLE} ({})",
             v["reason"].as_str().unwrap_or("?")
         ));
     }
@@ -465,7 +485,7 @@ fn markdown(report: &Value, rust: &[Timing], backends: &[String], cli: &Cli) -> 
         "Measured {} by `step_bench` in one invocation ({}; {} cores seen; \
          {} thread(s) for every library: `RAYON_NUM_THREADS`, `OMP_NUM_THREADS`, \
          `OPENBLAS_NUM_THREADS`, `torch.set_num_threads`). Medians of {} steps after {} warm-up \
-         ({} for `minilm`). rora {} on burn 0.22.1, release build; ",
+         ({} for `minilm`). rora {} on burn 0.22.1, {}; ",
         today(),
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -474,6 +494,11 @@ fn markdown(report: &Value, rust: &[Timing], backends: &[String], cli: &Cli) -> 
         cli.warmup,
         cli.minilm_iters.unwrap_or(cli.iters),
         env!("CARGO_PKG_VERSION"),
+        if cfg!(debug_assertions) {
+            "dev-profile build (dependencies at opt-level 3, debug assertions on)"
+        } else {
+            "release build"
+        },
     ));
     if cli.no_python {
         s.push_str("PyTorch + PEFT: not run (`--no-python`).\n\n");
@@ -593,12 +618,13 @@ fn markdown(report: &Value, rust: &[Timing], backends: &[String], cli: &Cli) -> 
     if let Some(rows) = report["padding"].as_array() {
         s.push_str(
             "\nBatching on real sentences (rora only): MiniLM-L6 LoRA step, batch 32, SST-2 \
-             train sentences with MiniLM's WordPiece tokenizer, at most ",
+             train sentences, ",
         );
         s.push_str(&format!(
-            "{} tokens; successive batches of one epoch order.\n\n\
+            "{}, at most {} tokens; successive batches of one epoch order.\n\n\
              | batching | backend | tokens per batch (mean) | step (median) | vs padded to max-len |\n\
              |---|---|---|---|---|\n",
+            report["padding_tokenizer"].as_str().unwrap_or("?"),
             cli.max_len
         ));
         for r in rows {
@@ -622,15 +648,16 @@ fn markdown(report: &Value, rust: &[Timing], backends: &[String], cli: &Cli) -> 
     s
 }
 
-const BEGIN: &str = "<!-- step_bench:begin -->";
-const END: &str = "<!-- step_bench:end -->";
-
-fn write_doc(path: &Path, body: &str) -> std::io::Result<()> {
+/// Replace the part of `path` between `<!-- section:begin -->` and `<!-- section:end -->`
+/// with `body` (appended at the end when the markers are missing).
+fn write_doc(path: &Path, section: &str, body: &str) -> std::io::Result<()> {
+    let begin = format!("<!-- {section}:begin -->");
+    let end = format!("<!-- {section}:end -->");
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{BEGIN}\n{body}{END}");
-    let new = match (text.find(BEGIN), text.find(END)) {
+    let block = format!("{begin}\n{body}{end}");
+    let new = match (text.find(&begin), text.find(&end)) {
         (Some(a), Some(b)) if b > a => {
-            format!("{}{block}{}", &text[..a], &text[b + END.len()..])
+            format!("{}{block}{}", &text[..a], &text[b + end.len()..])
         }
         _ => format!("{}\n{block}\n", text.trim_end()),
     };
@@ -638,10 +665,29 @@ fn write_doc(path: &Path, body: &str) -> std::io::Result<()> {
 }
 
 /// The padding study: MiniLM LoRA steps over real sentences, three batchings.
-fn padding_study(cli: &Cli, backends: &[String]) -> Result<Vec<Value>, String> {
-    let tokenizer = cli.checkpoint.join("tokenizer.json");
-    let encoder = TextEncoder::from_tokenizer_json(&tokenizer).map_err(|e| e.to_string())?;
+///
+/// Tokenizes with the checkpoint's `tokenizer.json` (MiniLM's WordPiece) when there is one,
+/// else with the benchmark's word tokenizer built from the sentences (fewer tokens per
+/// sentence than WordPiece); returns the rows and which tokenizer was used.
+fn padding_study(cli: &Cli, backends: &[String]) -> Result<(Vec<Value>, String), String> {
     let examples = load_tsv(&cli.sentences).map_err(|e| e.to_string())?;
+    let tokenizer = cli.checkpoint.join("tokenizer.json");
+    let (encoder, tokenizer_name) = if tokenizer.is_file() {
+        (
+            TextEncoder::from_tokenizer_json(&tokenizer).map_err(|e| e.to_string())?,
+            "MiniLM's WordPiece tokenizer".to_string(),
+        )
+    } else {
+        eprintln!(
+            "padding study: no {}; using the benchmark's word tokenizer",
+            tokenizer.display()
+        );
+        let words = WordTokenizer::build(examples.iter().map(|e| e.sentence.as_str()), 30522, &[]);
+        (
+            TextEncoder::Word(words),
+            "the benchmark's word tokenizer (no MiniLM `tokenizer.json` at hand)".to_string(),
+        )
+    };
     let data = Encoded::new(&examples, &encoder, cli.max_len);
     let lengths: Vec<usize> = data.ids.iter().map(Vec::len).collect();
     let iters = cli.minilm_iters.unwrap_or(cli.iters);
@@ -657,8 +703,9 @@ fn padding_study(cli: &Cli, backends: &[String]) -> Result<Vec<Value>, String> {
             "bucketed by length",
         ] {
             let mut rng = StdRng::seed_from_u64(7);
-            let batches =
-                epoch_batches(&lengths, BATCH, batching == "bucketed by length", &mut rng);
+            let mut order: Vec<usize> = (0..lengths.len()).collect();
+            let bucket = batching == "bucketed by length";
+            let batches = epoch_batches(&mut order, &lengths, BATCH, bucket, &mut rng);
             let batches: Vec<Vec<usize>> = batches.into_iter().cycle().take(steps).collect();
             let (model, _) = minilm_model(&device, "lora")?;
             let mut model = model.train();
@@ -708,7 +755,7 @@ fn padding_study(cli: &Cli, backends: &[String]) -> Result<Vec<Value>, String> {
             }));
         }
     }
-    Ok(out)
+    Ok((out, tokenizer_name))
 }
 
 /// The environment variables that set threads and kernels, as this process saw them.
@@ -785,10 +832,11 @@ fn main() -> ExitCode {
                     peft_results.extend(v["results"].as_array().cloned().unwrap_or_default());
                     peft_meta = v;
                 }
-                Err(e) => {
+                Err(e) if e.starts_with(NOT_AVAILABLE) => {
                     eprintln!("PyTorch + PEFT side skipped: {e}");
                     unavailable = Some(e);
                 }
+                Err(e) => eprintln!("PyTorch + PEFT side of {case} failed: {e}"),
             }
         }
         for b in &backends {
@@ -806,16 +854,16 @@ fn main() -> ExitCode {
             }
         }
     }
-    let padding = if cli.padding {
+    let (padding, padding_tokenizer) = if cli.padding {
         match padding_study(&cli, &backends) {
-            Ok(rows) => Some(rows),
+            Ok((rows, tokenizer)) => (Some(rows), Some(tokenizer)),
             Err(e) => {
                 eprintln!("error: padding study: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        None
+        (None, None)
     };
     let mut peft = peft_meta;
     peft["results"] = Value::Array(peft_results.clone());
@@ -846,6 +894,7 @@ fn main() -> ExitCode {
         "peft": peft,
         "ratios": ratios,
         "padding": padding,
+        "padding_tokenizer": padding_tokenizer,
     });
     let md = markdown(&report, &rust, &backends, &cli);
     println!("{md}");
@@ -860,7 +909,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(doc) = &cli.doc
-        && let Err(e) = write_doc(doc, &md)
+        && let Err(e) = write_doc(doc, &cli.section, &md)
     {
         eprintln!("error: {}: {e}", doc.display());
         return ExitCode::FAILURE;

@@ -16,13 +16,23 @@ pub enum TextEncoder {
 
 impl TextEncoder {
     /// Load a `tokenizer.json`.
+    ///
+    /// The file's own padding and truncation settings are switched off (all-MiniLM-L6-v2's
+    /// pads every sentence to 128 tokens): [`encode`](Self::encode) returns a sentence's
+    /// real tokens only, so batches pad to their longest sentence and the attention mask
+    /// covers no padding.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, DataError> {
-        tokenizers::Tokenizer::from_file(path)
-            .map(|t| TextEncoder::Hf(Box::new(t)))
-            .map_err(|e| DataError::BadTokenizer {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })
+        let bad = |message: String| DataError::BadTokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(TextEncoder::Hf(Box::new(tokenizer)))
     }
 
     /// Vocabulary size (embedding rows needed).
@@ -50,5 +60,38 @@ impl TextEncoder {
                 ids
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level `tokenizer.json` that, like all-MiniLM-L6-v2's, pads to a fixed length.
+    const PADDING_TOKENIZER: &str = r#"{
+      "version": "1.0",
+      "truncation": {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0},
+      "padding": {"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": null,
+                  "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+      "added_tokens": [],
+      "normalizer": null,
+      "pre_tokenizer": {"type": "Whitespace"},
+      "post_processor": null,
+      "decoder": null,
+      "model": {"type": "WordLevel", "vocab": {"[PAD]": 0, "[UNK]": 1, "good": 2, "movie": 3},
+                "unk_token": "[UNK]"}
+    }"#;
+
+    #[test]
+    fn tokenizer_json_padding_and_truncation_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, PADDING_TOKENIZER).unwrap();
+        let encoder = TextEncoder::from_tokenizer_json(&path).unwrap();
+        assert_eq!(encoder.encode("good movie", 64), vec![2, 3]);
+        // Our max_len cuts, not the file's truncation (8).
+        let long = ["good"; 12].join(" ");
+        assert_eq!(encoder.encode(&long, 64).len(), 12);
+        assert_eq!(encoder.encode(&long, 5).len(), 5);
     }
 }
