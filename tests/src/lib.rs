@@ -3,7 +3,7 @@
 //! relative-error measure of the contract.
 //!
 //! The workspace README's Rust code is compiled and run here as a doctest
-//! ([`ReadmeDoctests`]), so the README cannot drift from the API.
+//! (`ReadmeDoctests`, compiled only under `cfg(doctest)`), so the README cannot drift from the API.
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Moving adapters between burn models and HuggingFace PEFT adapter files.
 //!
 //! - [`save_adapter`] writes every adapted layer of any burn module (both
-//!   [`LoraLinear`](crate::LoraLinear) and burn-native adapters) as a PEFT adapter folder.
+//!   [`LoraLinear`] and burn-native adapters) as a PEFT adapter folder.
 //! - [`load_adapter`] writes a PEFT adapter's factors into a model whose layers already carry
 //!   adapters at the same paths (both kinds).
 //! - [`attach_adapter`] creates adapters from a file on the [`LoraLinear`] and
@@ -139,7 +139,7 @@ pub fn load_adapter<M: Module>(
 ///
 /// Every adapter layer must exist in the model with the same `in`, `out` and rank, and
 /// every adapted layer of the model must be in the adapter; otherwise a typed error names
-/// the layer or key. [`LoraLinear`](crate::LoraLinear) layers take the file's scale; for
+/// the layer or key. [`LoraLinear`] layers take the file's scale; for
 /// burn-native adapters, whose scale is fixed, the ratio of the two scales is folded into
 /// `A` so that `ΔW` is the file's.
 pub fn apply_adapter<M: Module>(
@@ -245,8 +245,8 @@ fn model_mismatch(e: ReplaceError) -> AdapterError {
 }
 
 /// Create adapters from a PEFT file on the adaptable layers of `model` that the file names
-/// ([`LoraLinear`](crate::LoraLinear) for `lora_A`/`lora_B`,
-/// [`LoraEmbedding`](crate::LoraEmbedding) for `lora_embedding_A`/`lora_embedding_B`; DoRA
+/// ([`LoraLinear`] for `lora_A`/`lora_B`,
+/// [`LoraEmbedding`] for `lora_embedding_A`/`lora_embedding_B`; DoRA
 /// layers when the file has magnitudes), replacing any adapter they had and freezing their
 /// base. A layer named in the file that the model lacks, a layer of the other kind, or a
 /// tensor whose shape does not fit the layer, is an error naming it.
