@@ -89,81 +89,56 @@ pub trait LoraLayerMapper {
 /// layers can carry this crate's adapters; burn's `Linear` layers get burn's own adapters
 /// through [`apply_lora_targets`](crate::apply_lora_targets), which needs no trait.
 ///
-/// Implementing it by hand is possible (pass each `LoraLinear` through `f` with
-/// [`join_path`]`(prefix, field_name)`; `map_lora_layers` then defaults to the linear layers
-/// only), but the derive is the supported way: it cannot disagree with burn's paths.
+/// Implementing it by hand is possible (pass each field to its own `map_lora_layers` with
+/// [`join_path`]`(prefix, field_name)`), but the derive is the supported way: it cannot
+/// disagree with burn's paths.
 pub trait LoraModel: Sized {
+    /// Return the model with every adaptable layer passed through `mapper` (a `LoraLinear`
+    /// through [`LoraLayerMapper::map_linear`], a `LoraEmbedding` through
+    /// [`LoraLayerMapper::map_embedding`]), with its path (`prefix` joined with the layer's
+    /// module path), in visiting order. The one method the derive implements.
+    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self;
+
     /// Return the model with every `LoraLinear` replaced by `f(path, layer)`, where `path` is
-    /// `prefix` joined with the layer's module path.
+    /// `prefix` joined with the layer's module path; [`LoraEmbedding`]s pass through.
+    /// Provided: [`map_lora_layers`](Self::map_lora_layers) with a mapper that calls `f`.
     fn map_lora_linears(
         self,
         prefix: &str,
         f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self;
-
-    /// Return the model with every adaptable layer passed through `mapper` (a `LoraLinear`
-    /// through [`LoraLayerMapper::map_linear`], a `LoraEmbedding` through
-    /// [`LoraLayerMapper::map_embedding`]), with its path, in visiting order.
-    ///
-    /// The default (for implementations that predate embeddings) visits the `LoraLinear`s
-    /// only, through [`map_lora_linears`](Self::map_lora_linears); the derive visits both.
-    fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
-        self.map_lora_linears(prefix, &mut |path, layer| mapper.map_linear(path, layer))
+    ) -> Self {
+        /// Hands every `LoraLinear` to the closure, leaves embeddings alone.
+        struct Linears<'a>(&'a mut dyn FnMut(&str, LoraLinear) -> LoraLinear);
+        impl LoraLayerMapper for Linears<'_> {
+            fn map_linear(&mut self, path: &str, layer: LoraLinear) -> LoraLinear {
+                (self.0)(path, layer)
+            }
+        }
+        self.map_lora_layers(prefix, &mut Linears(f))
     }
 }
 
 pub use rora_derive::LoraModel;
 
 impl LoraModel for LoraLinear {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        f(prefix, self)
-    }
-
     fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
         mapper.map_linear(prefix, self)
     }
 }
 
 impl LoraModel for LoraEmbedding {
-    fn map_lora_linears(self, _: &str, _: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
-        self
-    }
-
     fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
         mapper.map_embedding(prefix, self)
     }
 }
 
 impl<T: LoraModel> LoraModel for Option<T> {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        self.map(|m| m.map_lora_linears(prefix, f))
-    }
-
     fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
         self.map(|m| m.map_lora_layers(prefix, mapper))
     }
 }
 
 impl<T: LoraModel> LoraModel for Vec<T> {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        self.into_iter()
-            .enumerate()
-            .map(|(i, m)| m.map_lora_linears(&join_path(prefix, &i.to_string()), f))
-            .collect()
-    }
-
     fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
         self.into_iter()
             .enumerate()
@@ -173,19 +148,6 @@ impl<T: LoraModel> LoraModel for Vec<T> {
 }
 
 impl<T: LoraModel, const N: usize> LoraModel for [T; N] {
-    fn map_lora_linears(
-        self,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-    ) -> Self {
-        let mut i = 0;
-        self.map(|m| {
-            let out = m.map_lora_linears(&join_path(prefix, &i.to_string()), f);
-            i += 1;
-            out
-        })
-    }
-
     fn map_lora_layers(self, prefix: &str, mapper: &mut dyn LoraLayerMapper) -> Self {
         let mut i = 0;
         self.map(|m| {
@@ -197,13 +159,13 @@ impl<T: LoraModel, const N: usize> LoraModel for [T; N] {
 }
 
 impl<T: ParameterValue> LoraModel for Param<T> {
-    fn map_lora_linears(self, _: &str, _: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
+    fn map_lora_layers(self, _: &str, _: &mut dyn LoraLayerMapper) -> Self {
         self
     }
 }
 
 impl<const D: usize, K: Basic> LoraModel for Tensor<D, K> {
-    fn map_lora_linears(self, _: &str, _: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear) -> Self {
+    fn map_lora_layers(self, _: &str, _: &mut dyn LoraLayerMapper) -> Self {
         self
     }
 }
@@ -213,11 +175,7 @@ macro_rules! pass_through {
     ($($ty:ty),* $(,)?) => {
         $(
             impl LoraModel for $ty {
-                fn map_lora_linears(
-                    self,
-                    _: &str,
-                    _: &mut dyn FnMut(&str, LoraLinear) -> LoraLinear,
-                ) -> Self {
+                fn map_lora_layers(self, _: &str, _: &mut dyn LoraLayerMapper) -> Self {
                     self
                 }
             }

@@ -1,6 +1,6 @@
 //! `#[derive(LoraModel)]`: the traversal rora needs to attach adapters to a burn model.
 //!
-//! The derive implements `LoraModel::map_lora_linears` and `LoraModel::map_lora_layers` by
+//! The derive implements `LoraModel::map_lora_layers` (the trait provides `map_lora_linears` on it) by
 //! passing every field through the same method with the field's name joined to the path
 //! prefix — the same names, in the same order, that burn's `#[derive(Module)]` gives its
 //! module visitor. `LoraLinear` and `LoraEmbedding` are the leaves (they hand themselves to
@@ -44,19 +44,16 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let krate = crate_path(input)?;
     let name = &input.ident;
     let trait_path = quote!(#krate::LoraModel);
-    let linear = quote!(#krate::LoraLinear);
     let mapper = quote!(#krate::LoraLayerMapper);
     let join = quote!(#krate::join_path);
 
     let mut bounds: Vec<Type> = Vec::new();
-    // The same traversal twice: `map_lora_linears` (every `LoraLinear`) and `map_lora_layers`
-    // (every adaptable layer, through a `LoraLayerMapper`).
-    let mut bodies = Vec::new();
-    for (method, arg) in [
-        (quote!(map_lora_linears), quote!(f)),
-        (quote!(map_lora_layers), quote!(mapper)),
-    ] {
-        let body = match &input.data {
+    // `map_lora_layers` (every adaptable layer, through a `LoraLayerMapper`); the trait
+    // provides `map_lora_linears` on top of it.
+    let method = quote!(map_lora_layers);
+    let arg = quote!(mapper);
+    let layers_body = {
+        match &input.data {
             Data::Struct(data) => {
                 let Fields::Named(fields) = &data.fields else {
                     return Err(syn::Error::new(
@@ -127,10 +124,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     "LoraModel cannot be derived for unions",
                 ));
             }
-        };
-        bodies.push(body);
-    }
-    let (linears_body, layers_body) = (&bodies[0], &bodies[1]);
+        }
+    };
 
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut predicates: Vec<TokenStream2> = where_clause
@@ -154,15 +149,6 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     Ok(quote! {
         #[automatically_derived]
         impl #impl_generics #trait_path for #name #ty_generics #where_tokens {
-            #[allow(unused_variables)]
-            fn map_lora_linears(
-                self,
-                prefix: &str,
-                f: &mut dyn FnMut(&str, #linear) -> #linear,
-            ) -> Self {
-                #linears_body
-            }
-
             #[allow(unused_variables)]
             fn map_lora_layers(
                 self,
