@@ -97,6 +97,12 @@ pub struct BenchConfig {
     /// Also write the results document here (e.g. docs/RESULTS.md).
     #[arg(long)]
     pub doc: Option<PathBuf>,
+    /// Also write each attack's data as the run uses it (poisoning set, clean set, dev and
+    /// test, clean and triggered) as TSV files into DIR/ATTACK/, for an outside
+    /// reference run (examples/scripts/peft_backdoor.py).
+    #[arg(long, value_name = "DIR")]
+    #[serde(default)]
+    pub export_data: Option<PathBuf>,
     /// Tiny sizes, seconds (used by the tests; numbers mean nothing): every flag not given
     /// takes its quick-mode value, not the default shown.
     #[arg(long)]
@@ -177,6 +183,12 @@ pub struct BenchConfig {
         default_values_t = DEFAULTS.lr_grid.clone(),
     )]
     pub lr_grid: Vec<f64>,
+    /// Learning rates of full fine-tuning (comma-separated), paired position by position
+    /// with --lr-grid (one (seed, position) is the unit a run resumes from); default:
+    /// --lr-grid's. Full fine-tuning of a pretrained model wants smaller rates than LoRA.
+    #[arg(long, help_heading = "Training", value_delimiter = ',')]
+    #[serde(default)]
+    pub lr_grid_full: Vec<f64>,
     /// AdamW weight decay of clean fine-tuning.
     #[arg(long, help_heading = "Training", default_value_t = DEFAULTS.weight_decay)]
     pub weight_decay: f64,
@@ -205,6 +217,16 @@ pub struct BenchConfig {
     #[arg(long, help_heading = "LoRA and RoRA", value_enum, default_value_t = DEFAULTS.adapter)]
     #[serde(default)]
     pub adapter: super::method::AdapterChoice,
+    /// Cleaning methods to run (comma-separated, e.g. `full,lora`); default: every method
+    /// of --adapter.
+    #[arg(
+        long,
+        help_heading = "LoRA and RoRA",
+        value_enum,
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub methods: Vec<super::method::Method>,
     /// Synthetic corpus: examples for pretraining and poisoning (source domain); with
     /// --data, a cap only in --quick mode.
     #[arg(long, help_heading = "Data sizes", default_value_t = DEFAULTS.source_examples)]
@@ -248,6 +270,7 @@ impl Default for BenchConfig {
             checkpoint: None,
             out: PathBuf::from("results"),
             doc: None,
+            export_data: None,
             quick: false,
             d_model: 64,
             n_layers: 4,
@@ -266,6 +289,7 @@ impl Default for BenchConfig {
             target_label: 1,
             finetune_steps: 100,
             lr_grid: vec![1e-4, 5e-4, 2e-3],
+            lr_grid_full: Vec::new(),
             weight_decay: 0.01,
             rank: 8,
             alpha: 16.0,
@@ -281,11 +305,35 @@ impl Default for BenchConfig {
             backend: default_backend(),
             bucket: false,
             adapter: Default::default(),
+            methods: Vec::new(),
         }
     }
 }
 
 impl BenchConfig {
+    /// The methods this run cleans with, in table order: `--methods` if given, else every
+    /// method of `--adapter`.
+    pub fn methods_to_run(&self) -> Vec<super::method::Method> {
+        if self.methods.is_empty() {
+            super::method::Method::run_with(self.adapter)
+        } else {
+            let mut methods = self.methods.clone();
+            methods.sort();
+            methods.dedup();
+            methods
+        }
+    }
+
+    /// Full fine-tuning's learning rate at position `i` of the grid: `--lr-grid-full`'s if
+    /// given, else `--lr-grid`'s.
+    pub fn full_lr(&self, i: usize) -> f64 {
+        if self.lr_grid_full.is_empty() {
+            self.lr_grid[i]
+        } else {
+            self.lr_grid_full[i]
+        }
+    }
+
     /// The device of [`backend`](Self::backend) (see [`crate::backend::device`]).
     ///
     /// # Panics
@@ -353,6 +401,7 @@ impl BenchConfig {
             checkpoint,
             out,
             doc,
+            export_data,
             quick,
             d_model,
             n_layers,
@@ -371,6 +420,7 @@ impl BenchConfig {
             target_label,
             finetune_steps,
             lr_grid,
+            lr_grid_full,
             weight_decay,
             rank,
             alpha,
@@ -386,6 +436,7 @@ impl BenchConfig {
             backend,
             bucket,
             adapter,
+            methods,
         );
         cfg
     }

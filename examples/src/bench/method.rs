@@ -1,13 +1,12 @@
 //! The cleaning methods compared, and how each one cleans the poisoned model.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
 use rora::{LayerSelection, LoraConfig, RescaleTarget, Rora, RoraConfig, Targets};
 use serde::{Deserialize, Serialize};
 
-use super::{BenchConfig, BenchError, EvalSets, say};
+use super::{BenchConfig, BenchError};
 use crate::models::SequenceClassifier;
 use crate::train::{Encoded, TrainSettings, train};
 
@@ -17,7 +16,19 @@ use crate::train::{Encoded, TrainSettings, train};
 /// The RoRA variants are LoRA plus some of RoRA's three mechanisms: **Cl**, dropout on
 /// the frozen base branch's output while training; **Tr**, the trigger-insensitive
 /// penalty added to the loss; **Pt**, the spectral rescaling of the trained update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Full fine-tuning: every weight trained, no adapters.
@@ -145,20 +156,6 @@ pub(super) struct Cleaned<M> {
     pub secs: f64,
 }
 
-/// One method's best learning rate of a seed so far: the highest clean dev accuracy.
-pub(super) struct Candidate<M> {
-    /// The learning rate.
-    pub lr: f64,
-    /// Clean dev accuracy of its model (what chooses).
-    pub dev_ca: f64,
-    /// Dev ASR of its model (reported, never used to choose).
-    pub dev_asr: f64,
-    /// The cleaned model.
-    pub model: M,
-    /// Seconds its training took.
-    pub secs: f64,
-}
-
 /// What cleaning shares across methods, seeds and learning rates: the poisoned model,
 /// where the adapters go (`M::default_targets`, the head trained too) and their LoRA
 /// settings, the prepared RoRA (the poisoned `W0`'s cached top-k subspaces, for Tr's
@@ -251,46 +248,40 @@ impl<'a, M: SequenceClassifier> Cleaner<'a, M> {
         }
     }
 
-    /// Clean with every method at every learning rate of the grid for fine-tuning seed
-    /// `seed`, and keep per method the rate whose model has the best clean dev accuracy
-    /// (the first of equals; ASR never chooses).
-    pub fn best_per_method(
+    /// Clean with every method of the run (`BenchConfig::methods_to_run`) at position `i`
+    /// of the learning-rate grid (full fine-tuning at `BenchConfig::full_lr(i)`, the
+    /// adapters at `lr_grid[i]`), fine-tuning seed `seed`, in cleaning order; hands each
+    /// cleaned model to `each` with its method and learning rate.
+    ///
+    /// One (seed, position) is the unit a run resumes from, so its numbers must not depend
+    /// on the ones before it: the device is seeded with `2000 + seed` first. (Full
+    /// fine-tuning, first in the order, draws nothing before its training reseeds the
+    /// device; so with it in the run this seed changes no number.)
+    pub fn clean_block(
         &self,
+        i: usize,
         seed: u64,
-        sets: &EvalSets,
-    ) -> Result<BTreeMap<Method, Candidate<M>>, BenchError> {
-        let mut best: BTreeMap<Method, Candidate<M>> = BTreeMap::new();
-        for &lr in &self.cfg.lr_grid {
-            let mut lora = None;
-            for method in Method::cleaning_order(self.cfg.adapter) {
-                let cleaned = self.clean(method, lr, seed, lora.as_ref())?;
-                if method == Method::Lora {
-                    lora = Some(cleaned.clone());
-                }
-                let (dev_ca, dev_asr) = sets.dev(&cleaned.model);
-                say(
-                    self.cfg,
-                    format_args!(
-                        "{} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {dev_ca:.3}  dev ASR {dev_asr:.3}  ({:.0} s)",
-                        self.label, cleaned.secs
-                    ),
-                );
-                if best.get(&method).is_none_or(|b| dev_ca > b.dev_ca) {
-                    let Cleaned { model, secs } = cleaned;
-                    best.insert(
-                        method,
-                        Candidate {
-                            lr,
-                            dev_ca,
-                            dev_asr,
-                            model,
-                            secs,
-                        },
-                    );
-                }
+        mut each: impl FnMut(Method, f64, Cleaned<M>) -> Result<(), BenchError>,
+    ) -> Result<(), BenchError> {
+        let methods = self.cfg.methods_to_run();
+        self.cfg.device().seed(2000 + seed);
+        let mut lora = None;
+        for method in Method::cleaning_order(AdapterChoice::Dora) {
+            if !methods.contains(&method) {
+                continue;
             }
+            let lr = if method == Method::Full {
+                self.cfg.full_lr(i)
+            } else {
+                self.cfg.lr_grid[i]
+            };
+            let cleaned = self.clean(method, lr, seed, lora.as_ref())?;
+            if method == Method::Lora {
+                lora = Some(cleaned.clone());
+            }
+            each(method, lr, cleaned)?;
         }
-        Ok(best)
+        Ok(())
     }
 
     /// Fine-tune `model` on the clean data at `lr` (with Tr's penalty if `method` uses

@@ -1,9 +1,11 @@
 //! The backdoor benchmark: poison a model, clean it with full fine-tuning, LoRA, RoRA and
 //! RoRA's ablations, and measure clean accuracy (CA) and attack success rate (ASR).
 
+mod cache;
 pub mod chart;
 pub mod config;
 pub mod method;
+mod progress;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +28,13 @@ use crate::attacks::{
     AddSent, Attack, BadNet, PoisonConfig, neutral_triggers, poison, triggered_test,
 };
 use crate::data::{
-    Domain, Example, SyntheticConfig, TextEncoder, WordTokenizer, generate, load_dir,
+    Domain, Example, SyntheticConfig, TextEncoder, WordTokenizer, generate, load_dir, write_tsv,
 };
 use crate::metrics::{accuracy, attack_success_rate};
 use crate::models::{BertConfig, LlamaConfig, SequenceClassifier, minilm};
 use crate::train::{Encoded, TrainSettings, predict, train};
-use method::{Candidate, Cleaner};
+use method::{Cleaned, Cleaner};
+use progress::Progress;
 
 /// CA and ASR of the poisoned model before any cleaning.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +53,11 @@ pub struct PoisonedResult {
     pub dev_asr: f64,
     /// Clean dev accuracy.
     pub dev_ca: f64,
+    /// Natural floor on the test split: the share of clean non-target sentences
+    /// classified as the target (what ASR would be without a backdoor). Absent in
+    /// results written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
 }
 
 /// One cleaned model's results.
@@ -80,6 +88,9 @@ pub struct RunResult {
     pub layers: Vec<LayerReport>,
     /// Seconds spent training this method at the chosen learning rate.
     pub train_seconds: f64,
+    /// Natural floor on the test split (see [`PoisonedResult::floor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
 }
 
 /// Everything a run produced (`results.json`).
@@ -219,6 +230,10 @@ fn attack_of(kind: AttackKind) -> Attack {
     }
 }
 
+/// Seeds of the trigger positions in the triggered dev and test sentences.
+const DEV_SEED: u64 = 7;
+const TEST_SEED: u64 = 8;
+
 /// The encoded evaluation sets of one (attack, corpus).
 struct EvalSets {
     dev: Encoded,
@@ -229,14 +244,24 @@ struct EvalSets {
     target: usize,
 }
 
+/// Clean accuracy, attack success rate and the natural floor of one model on one split.
+#[derive(Debug, Clone, Copy)]
+struct Scores {
+    ca: f64,
+    asr: f64,
+    /// The share of the clean non-target sentences classified as the target: the ASR a
+    /// model shows without any backdoor (its errors on those sentences).
+    floor: f64,
+}
+
 impl EvalSets {
-    /// Clean accuracy and attack success rate of `model` on the dev split.
-    fn dev<M: SequenceClassifier>(&self, model: &M) -> (f64, f64) {
+    /// Scores of `model` on the dev split.
+    fn dev<M: SequenceClassifier>(&self, model: &M) -> Scores {
         evaluate(model, &self.dev, &self.dev_triggered, self.target)
     }
 
-    /// Clean accuracy and attack success rate of `model` on the test split.
-    fn test<M: SequenceClassifier>(&self, model: &M) -> (f64, f64) {
+    /// Scores of `model` on the test split.
+    fn test<M: SequenceClassifier>(&self, model: &M) -> Scores {
         evaluate(model, &self.test, &self.test_triggered, self.target)
     }
 }
@@ -246,10 +271,19 @@ fn evaluate<M: SequenceClassifier>(
     clean: &Encoded,
     triggered: &Encoded,
     target: usize,
-) -> (f64, f64) {
-    let ca = accuracy(&predict(model, clean, 64), &clean.labels);
-    let asr = attack_success_rate(&predict(model, triggered, 64), target);
-    (ca, asr)
+) -> Scores {
+    let predicted = predict(model, clean, 64);
+    let non_target: Vec<usize> = predicted
+        .iter()
+        .zip(&clean.labels)
+        .filter(|&(_, &label)| label != target)
+        .map(|(&p, _)| p)
+        .collect();
+    Scores {
+        ca: accuracy(&predicted, &clean.labels),
+        asr: attack_success_rate(&predict(model, triggered, 64), target),
+        floor: attack_success_rate(&non_target, target),
+    }
 }
 
 /// Print a progress message to stderr unless `cfg.quiet`.
@@ -275,7 +309,16 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
     crate::backend::device(&cfg.backend).map_err(BenchError::Settings)?;
     std::fs::create_dir_all(&cfg.out)
         .map_err(|e| BenchError::Output(format!("{}: {e}", cfg.out.display())))?;
+    if !cfg.lr_grid_full.is_empty() && cfg.lr_grid_full.len() != cfg.lr_grid.len() {
+        return Err(BenchError::Settings(format!(
+            "--lr-grid-full has {} rates, --lr-grid {}: they are paired position by position",
+            cfg.lr_grid_full.len(),
+            cfg.lr_grid.len()
+        )));
+    }
     let corpus = corpus(cfg)?;
+    let mut progress =
+        Progress::new(cfg.models.len() * cfg.attacks.len() * cfg.seeds * cfg.lr_grid.len());
     let mut results = Results {
         settings: cfg.clone(),
         versions: [
@@ -326,7 +369,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                         .with_n_layers(cfg.n_layers)
                         .with_d_ff(cfg.d_ff)
                         .with_max_len(cfg.max_len);
-                    run_family(&family, &mut results, || bc.init(&device))?
+                    run_family(&family, &mut results, &mut progress, || bc.init(&device))?
                 }
                 ModelKind::Llama => {
                     let lc = LlamaConfig::new(encoder.vocab_size())
@@ -335,12 +378,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Results, BenchError> {
                         .with_n_layers(cfg.n_layers)
                         .with_d_ff(cfg.d_ff)
                         .with_max_len(cfg.max_len);
-                    run_family(&family, &mut results, || lc.init(&device))?
+                    run_family(&family, &mut results, &mut progress, || lc.init(&device))?
                 }
                 ModelKind::Minilm => {
                     let dir = cfg.checkpoint.clone().expect("checked");
                     let m = minilm::load_hf_bert(&dir, 2, 0.1, &device)?;
-                    run_family(&family, &mut results, || m.clone())?
+                    run_family(&family, &mut results, &mut progress, || m.clone())?
                 }
             }
         }
@@ -371,6 +414,8 @@ pub fn replot(
     report::write_all(&results, &cfg)
 }
 
+/// The name of the poisoned model's cache file (without extension): model, attack and a
+/// hash of every setting that shapes the poisoned model.
 fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String {
     // Every setting that shapes the poisoned model.
     let key = serde_json::json!({
@@ -389,11 +434,12 @@ fn cache_key(cfg: &BenchConfig, model: ModelKind, attack: AttackKind) -> String 
     } else {
         key
     };
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in key.to_string().bytes() {
-        hash = (hash ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    format!("{}-{}-{hash:016x}", model.name(), attack.name())
+    format!(
+        "{}-{}-{:016x}",
+        model.name(),
+        attack.name(),
+        cache::fnv1a(&key.to_string())
+    )
 }
 
 /// One (model, attack) of a run and what it runs on.
@@ -424,47 +470,155 @@ impl Family<'_> {
         EvalSets {
             dev: self.encode(&corpus.dev),
             test: self.encode(&corpus.test),
-            dev_triggered: self.encode(&triggered_test(&corpus.dev, attack, target, 7)),
-            test_triggered: self.encode(&triggered_test(&corpus.test, attack, target, 8)),
+            dev_triggered: self.encode(&triggered_test(&corpus.dev, attack, target, DEV_SEED)),
+            test_triggered: self.encode(&triggered_test(&corpus.test, attack, target, TEST_SEED)),
             target,
         }
     }
 }
 
 /// One (model, attack): poison (or load the cached poisoned model), clean it with every
-/// method and seed, and push the results and the chart's spectra; `init` makes the
-/// untrained model.
+/// method and seed (each (seed, learning rate) from `out/cache` when an earlier run
+/// finished it), and push the results and the chart's spectra; `init` makes the untrained
+/// model.
 fn run_family<M: SequenceClassifier>(
     family: &Family<'_>,
     results: &mut Results,
+    progress: &mut Progress,
     init: impl Fn() -> M,
 ) -> Result<(), BenchError> {
+    let cfg = family.cfg;
     let label = family.label();
     let sets = family.eval_sets();
+    if let Some(dir) = &cfg.export_data {
+        export_data(family, &dir.join(family.attack_kind.name()))?;
+    }
     let clean_train = family.encode(&family.corpus.clean);
     let poisoned = poisoned_model(family, &sets, init)?;
     results
         .poisoned
         .push(poisoned_result(family, &poisoned, &sets));
     let base_weights = weights_by_path(&poisoned);
-    let cleaner = Cleaner::new(poisoned, &clean_train, family.cfg, &label)?;
-    for seed in 0..family.cfg.seeds as u64 {
-        let best = cleaner.best_per_method(seed, &sets)?;
-        record_seed(
-            family,
-            &cleaner,
-            &base_weights,
-            &sets,
-            seed,
-            best,
-            &mut results.runs,
-        )?;
+    let cleaner = Cleaner::new(poisoned, &clean_train, cfg, &label)?;
+    let poison_key = cache_key(cfg, family.model, family.attack_kind);
+    for seed in 0..cfg.seeds as u64 {
+        let mut candidates = Vec::new();
+        for i in 0..cfg.lr_grid.len() {
+            let path = cache::block_path(&cfg.out, &poison_key, cfg, seed, i);
+            let block = match cache::load_block(&path) {
+                Some(block) => {
+                    progress.skipped();
+                    say(
+                        cfg,
+                        format_args!(
+                            "{label} seed {seed}: learning rate {} of {} from {}",
+                            i + 1,
+                            cfg.lr_grid.len(),
+                            path.display()
+                        ),
+                    );
+                    block
+                }
+                None => {
+                    let start = Instant::now();
+                    let mut block = Vec::new();
+                    cleaner.clean_block(i, seed, |method, lr, cleaned| {
+                        let run = candidate_result(
+                            family,
+                            &cleaner,
+                            &base_weights,
+                            &sets,
+                            (seed, method, lr),
+                            cleaned,
+                        )?;
+                        say(
+                            cfg,
+                            format_args!(
+                                "{label} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {:.3}  dev ASR {:.3}  ({:.0} s)",
+                                run.dev_ca, run.dev_asr, run.train_seconds
+                            ),
+                        );
+                        block.push(run);
+                        Ok(())
+                    })?;
+                    cache::save_block(&path, &block)?;
+                    progress.finished(start.elapsed());
+                    block
+                }
+            };
+            say(cfg, format_args!("{label}: {progress}"));
+            candidates.extend(block);
+        }
+        for run in choose_per_method(candidates) {
+            say(
+                cfg,
+                format_args!(
+                    "{label} seed {seed}: {:<8} lr {:.0e}  CA {:.3}  ASR {:.3}  σ1 ratio {:.3}",
+                    run.method, run.lr, run.ca, run.asr, run.strength_ratio
+                ),
+            );
+            results.runs.push(run);
+        }
     }
     let layer = &M::default_targets()[0];
     results
         .spectra
         .extend(spectra(family, &results.runs, &base_weights, layer));
     Ok(())
+}
+
+/// Write the family's data as the run uses it into `dir`: `poison.tsv` (the poisoning set,
+/// triggers inserted and labels flipped), `clean.tsv` (the defender's data), `dev.tsv`,
+/// `test.tsv` and their triggered non-target sentences `dev_triggered.tsv`,
+/// `test_triggered.tsv` (true labels kept).
+fn export_data(family: &Family<'_>, dir: &std::path::Path) -> Result<(), BenchError> {
+    let (cfg, corpus, attack) = (family.cfg, family.corpus, family.attack);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BenchError::Output(format!("{}: {e}", dir.display())))?;
+    let poisoned = poison(&corpus.source, attack, &poison_config(cfg));
+    let files = [
+        ("poison.tsv", poisoned),
+        ("clean.tsv", corpus.clean.clone()),
+        ("dev.tsv", corpus.dev.clone()),
+        ("test.tsv", corpus.test.clone()),
+        (
+            "dev_triggered.tsv",
+            triggered_test(&corpus.dev, attack, cfg.target_label, DEV_SEED),
+        ),
+        (
+            "test_triggered.tsv",
+            triggered_test(&corpus.test, attack, cfg.target_label, TEST_SEED),
+        ),
+    ];
+    for (name, examples) in files {
+        write_tsv(dir.join(name), &examples)?;
+    }
+    say(
+        cfg,
+        format_args!("{}: data written to {}", family.label(), dir.display()),
+    );
+    Ok(())
+}
+
+/// The poisoning of the source corpus (rate, target, seed 2).
+fn poison_config(cfg: &BenchConfig) -> PoisonConfig {
+    PoisonConfig {
+        rate: cfg.poison_rate,
+        target_label: cfg.target_label,
+        seed: 2,
+    }
+}
+
+/// Per method, the candidate with the best clean dev accuracy (the first of equals, in
+/// grid order; ASR never chooses), in table order.
+fn choose_per_method(candidates: Vec<RunResult>) -> Vec<RunResult> {
+    let mut best: BTreeMap<Method, RunResult> = BTreeMap::new();
+    for run in candidates {
+        if best.get(&run.method).is_none_or(|b| run.dev_ca > b.dev_ca) {
+            best.insert(run.method, run);
+        }
+    }
+    best.into_values().collect()
 }
 
 /// The poisoned model, trainable: loaded from `out/cache` when an earlier run with the
@@ -544,15 +698,7 @@ fn poison_fresh<M: SequenceClassifier>(family: &Family<'_>, fresh: M, sets: &Eva
             format_args!("{label}: pretrained (clean) dev CA {dev_ca:.3}"),
         );
     }
-    let poisoned_set = poison(
-        &corpus.source,
-        attack,
-        &PoisonConfig {
-            rate: cfg.poison_rate,
-            target_label: cfg.target_label,
-            seed: 2,
-        },
-    );
+    let poisoned_set = poison(&corpus.source, attack, &poison_config(cfg));
     let settings = TrainSettings {
         steps: cfg.poison_steps,
         batch_size: cfg.batch_size,
@@ -590,76 +736,73 @@ fn poisoned_result<M: SequenceClassifier>(
     poisoned: &M,
     sets: &EvalSets,
 ) -> PoisonedResult {
-    let (ca, asr) = sets.test(poisoned);
-    let (dev_ca, dev_asr) = sets.dev(poisoned);
+    let test = sets.test(poisoned);
+    let dev = sets.dev(poisoned);
     say(
         family.cfg,
         format_args!(
-            "{}: poisoned CA {ca:.3} ASR {asr:.3} (dev CA {dev_ca:.3} ASR {dev_asr:.3})",
-            family.label()
+            "{}: poisoned CA {:.3} ASR {:.3} floor {:.3} (dev CA {:.3} ASR {:.3})",
+            family.label(),
+            test.ca,
+            test.asr,
+            test.floor,
+            dev.ca,
+            dev.asr
         ),
     );
     PoisonedResult {
         model: family.model.name().into(),
         attack: family.attack_kind.name().into(),
         seed: 0,
-        ca,
-        asr,
-        dev_asr,
-        dev_ca,
+        ca: test.ca,
+        asr: test.asr,
+        dev_asr: dev.asr,
+        dev_ca: dev.ca,
+        floor: Some(test.floor),
     }
 }
 
-/// Test each method's chosen model of fine-tuning seed `seed` (CA, ASR, strength ratio,
-/// spectral report of the adapters) and push its [`RunResult`], in table order.
-fn record_seed<M: SequenceClassifier>(
+/// The results of one cleaned model (`method` at learning rate `lr`, fine-tuning seed
+/// `seed`): dev and test scores, strength ratio and the spectral report of its adapters.
+/// Every candidate is tested, so that a finished (seed, learning rate) can be cached
+/// without its models; only the dev scores choose among them ([`choose_per_method`]).
+fn candidate_result<M: SequenceClassifier>(
     family: &Family<'_>,
     cleaner: &Cleaner<'_, M>,
     base_weights: &HashMap<String, nalgebra::DMatrix<f64>>,
     sets: &EvalSets,
-    seed: u64,
-    best: BTreeMap<Method, Candidate<M>>,
-    runs: &mut Vec<RunResult>,
-) -> Result<(), BenchError> {
-    let layer_names = M::default_targets();
-    for (method, chosen) in best {
-        let (ca, asr) = sets.test(&chosen.model);
-        let (layers, strength) = if method == Method::Full {
-            let tuned = weights_by_path(&chosen.model);
-            (
-                Vec::new(),
-                full_strength(base_weights, &tuned, &layer_names),
-            )
-        } else {
-            let reports = cleaner.rora().report(&chosen.model)?;
-            let mean =
-                reports.iter().map(|r| r.strength_ratio).sum::<f64>() / reports.len().max(1) as f64;
-            (reports, mean)
-        };
-        say(
-            family.cfg,
-            format_args!(
-                "{} seed {seed}: {method:<8} lr {:.0e}  CA {ca:.3}  ASR {asr:.3}  σ1 ratio {strength:.3}",
-                family.label(),
-                chosen.lr
-            ),
-        );
-        runs.push(RunResult {
-            model: family.model.name().into(),
-            attack: family.attack_kind.name().into(),
-            seed,
-            method,
-            ca,
-            asr,
-            lr: chosen.lr,
-            dev_ca: chosen.dev_ca,
-            dev_asr: chosen.dev_asr,
-            strength_ratio: strength,
-            layers,
-            train_seconds: chosen.secs,
-        });
-    }
-    Ok(())
+    (seed, method, lr): (u64, Method, f64),
+    cleaned: Cleaned<M>,
+) -> Result<RunResult, BenchError> {
+    let dev = sets.dev(&cleaned.model);
+    let test = sets.test(&cleaned.model);
+    let (layers, strength) = if method == Method::Full {
+        let tuned = weights_by_path(&cleaned.model);
+        (
+            Vec::new(),
+            full_strength(base_weights, &tuned, &M::default_targets()),
+        )
+    } else {
+        let reports = cleaner.rora().report(&cleaned.model)?;
+        let mean =
+            reports.iter().map(|r| r.strength_ratio).sum::<f64>() / reports.len().max(1) as f64;
+        (reports, mean)
+    };
+    Ok(RunResult {
+        model: family.model.name().into(),
+        attack: family.attack_kind.name().into(),
+        seed,
+        method,
+        ca: test.ca,
+        asr: test.asr,
+        lr,
+        dev_ca: dev.ca,
+        dev_asr: dev.asr,
+        strength_ratio: strength,
+        layers,
+        train_seconds: cleaned.secs,
+        floor: Some(test.floor),
+    })
 }
 
 /// The chart's spectra of one (model, attack): for the last adapted layer whose path ends

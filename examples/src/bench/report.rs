@@ -38,11 +38,23 @@ pub fn markdown(results: &Results) -> String {
     }
     for (model, attack) in groups.keys() {
         let _ = writeln!(out, "### {model} / {attack}\n");
+        // The natural floor (clean non-target sentences classified as the target), in
+        // results that measured it.
+        let floor = results.poisoned.iter().any(|p| p.floor.is_some());
+        let floor_col = |f: Option<String>| match (floor, f) {
+            (false, _) => String::new(),
+            (true, f) => format!(" {} |", f.unwrap_or_else(|| "–".into())),
+        };
         let _ = writeln!(
             out,
-            "| method | CA % | ASR % | dev CA % | dev ASR % | lr (chosen on dev CA) | σ1(ΔW)/σ1(W0) |"
+            "| method | CA % | ASR % |{} dev CA % | dev ASR % | lr (chosen on dev CA) | σ1(ΔW)/σ1(W0) |",
+            if floor { " floor % |" } else { "" }
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "|---|---|---|{}---|---|---|---|",
+            if floor { "---|" } else { "" }
+        );
         if let Some(p) = results
             .poisoned
             .iter()
@@ -50,9 +62,10 @@ pub fn markdown(results: &Results) -> String {
         {
             let _ = writeln!(
                 out,
-                "| poisoned | {:.1} | {:.1} | {:.1} | {:.1} | – | – |",
+                "| poisoned | {:.1} | {:.1} |{} {:.1} | {:.1} | – | – |",
                 100.0 * p.ca,
                 100.0 * p.asr,
+                floor_col(p.floor.map(|f| format!("{:.1}", 100.0 * f))),
                 100.0 * p.dev_ca,
                 100.0 * p.dev_asr
             );
@@ -76,11 +89,17 @@ pub fn markdown(results: &Results) -> String {
             let (dasr, dasr_sd) = mean_sd(&col(&|r| r.dev_asr));
             let (sr, _) = mean_sd(&col(&|r| r.strength_ratio));
             let lrs: Vec<String> = runs.iter().map(|r| format!("{:.0e}", r.lr)).collect();
+            let floors: Vec<f64> = runs.iter().filter_map(|r| r.floor).collect();
+            let floor_cell = (floors.len() == n).then(|| {
+                let (m, sd) = mean_sd(&floors);
+                pct(m, sd, n)
+            });
             let _ = writeln!(
                 out,
-                "| {method} | {} | {} | {} | {} | {} | {:.3} |",
+                "| {method} | {} | {} |{} {} | {} | {} | {:.3} |",
                 pct(ca, ca_sd, n),
                 pct(asr, asr_sd, n),
+                floor_col(floor_cell),
                 pct(dca, dca_sd, n),
                 pct(dasr, dasr_sd, n),
                 lrs.join(", "),
@@ -161,7 +180,7 @@ pub fn write_all(results: &Results, cfg: &BenchConfig) -> Result<(), BenchError>
 
 /// Write `bytes` to a temporary file beside `path`, then rename it over `path`: a failed
 /// write leaves the previous file as it was.
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -190,16 +209,27 @@ pub fn document(results: &Results, tables: &str) -> String {
     );
     let _ = writeln!(out, "## Settings\n");
     let _ = writeln!(out, "- data: {}", s.data.as_ref().map_or("built-in synthetic corpus: pretraining and poisoning on a general corpus (half `movies`, half `products` sentences); clean fine-tuning, dev and test on fresh `products` sentences".to_string(), |d| format!("`{}` (first half of train: pretraining and poisoning; second half: clean fine-tuning)", d.display())));
-    let _ = writeln!(
-        out,
-        "- models: {} (d_model {}, {} blocks, {} heads, d_ff {}), max length {}",
-        models.join(", "),
-        s.d_model,
-        s.n_layers,
-        s.n_heads,
-        s.d_ff,
-        s.max_len
-    );
+    let small: Vec<&str> = models.iter().copied().filter(|m| *m != "minilm").collect();
+    if !small.is_empty() {
+        let _ = writeln!(
+            out,
+            "- models: {} (d_model {}, {} blocks, {} heads, d_ff {}), max length {}",
+            small.join(", "),
+            s.d_model,
+            s.n_layers,
+            s.n_heads,
+            s.d_ff,
+            s.max_len
+        );
+    }
+    if let Some(ckpt) = s.checkpoint.as_ref().filter(|_| models.contains(&"minilm")) {
+        let _ = writeln!(
+            out,
+            "- model: the pretrained MiniLM-L6 checkpoint `{}` (6 blocks, d_model 384, 12 heads), a fresh 2-way head; max length {}",
+            ckpt.display(),
+            s.max_len
+        );
+    }
     let _ = writeln!(
         out,
         "- attacks: {}; poison rate {}, target label {}",
@@ -212,10 +242,23 @@ pub fn document(results: &Results, tables: &str) -> String {
         "- pretraining: {} steps at lr {}; poisoning: {} steps at lr {}, embeddings frozen: {}",
         s.pretrain_steps, s.pretrain_lr, s.poison_steps, s.poison_lr, s.poison_freeze_embeddings
     );
+    let full_grid = if s.lr_grid_full.is_empty() {
+        String::new()
+    } else {
+        format!(" (full fine-tuning: from {:?})", s.lr_grid_full)
+    };
     let _ = writeln!(
         out,
-        "- clean fine-tuning: {} steps, batch {}, AdamW (weight decay {}), learning rate from {:?} chosen per method and seed on **clean dev accuracy** (never the test split, never ASR)",
-        s.finetune_steps, s.batch_size, s.weight_decay, s.lr_grid
+        "- clean fine-tuning: {} steps, batch {}, AdamW (weight decay {}), learning rate from {:?}{full_grid} chosen per method and seed on **clean dev accuracy** (never the test split, never ASR){}",
+        s.finetune_steps,
+        s.batch_size,
+        s.weight_decay,
+        s.lr_grid,
+        if s.bucket {
+            "; sort-by-length bucketing"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -234,7 +277,12 @@ pub fn document(results: &Results, tables: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "CA = clean test accuracy; ASR = share of non-target test sentences classified as the target once the trigger is inserted.\n"
+        "CA = clean test accuracy; ASR = share of non-target test sentences classified as the target once the trigger is inserted{}.\n",
+        if results.poisoned.iter().any(|p| p.floor.is_some()) {
+            "; floor = share of the same sentences, without the trigger, classified as the target (the ASR of a model without a backdoor)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "## Tables\n\n{tables}");
     out

@@ -93,6 +93,24 @@ pub fn load_tsv(path: impl AsRef<Path>) -> Result<Vec<Example>, DataError> {
     Ok(examples)
 }
 
+/// Writes `examples` as a TSV file [`load_tsv`] reads back: a `sentence<TAB>label` header,
+/// one row per example. A tab or line break inside a sentence becomes a space (the
+/// tokenizers split on both alike).
+///
+/// Errors: [`DataError::Io`] if the file cannot be written.
+pub fn write_tsv(path: impl AsRef<Path>, examples: &[Example]) -> Result<(), DataError> {
+    let path = path.as_ref();
+    let mut text = String::from("sentence\tlabel\n");
+    for e in examples {
+        let sentence = e.sentence.replace(['\t', '\n', '\r'], " ");
+        text.push_str(&format!("{sentence}\t{}\n", e.label));
+    }
+    std::fs::write(path, text).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Loads a JSON-lines file: one `{"sentence": ..., "label": ...}` object per line.
 ///
 /// Errors: [`DataError::MissingFile`], [`DataError::BadJsonLine`] for a line that is
@@ -209,6 +227,22 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn write_tsv_round_trips_through_load_tsv() {
+        let dir = tempfile::tempdir().unwrap();
+        let examples = vec![
+            Example::new("a fine film , really", 1),
+            Example::new("not \"good\" at all", 0),
+            Example::new("tab\there", 2),
+        ];
+        let path = dir.path().join("x.tsv");
+        write_tsv(&path, &examples).unwrap();
+        let back = load_tsv(&path).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[..2], examples[..2]);
+        assert_eq!(back[2], Example::new("tab here", 2));
     }
 
     #[test]

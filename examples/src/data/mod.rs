@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use files::{load_dir, load_jsonl, load_tsv, num_labels};
+pub use files::{load_dir, load_jsonl, load_tsv, num_labels, write_tsv};
 pub use synthetic::{Domain, SyntheticConfig, generate};
 pub use tokenizer::WordTokenizer;
 
