@@ -464,15 +464,24 @@ impl Family<'_> {
         Encoded::new(examples, self.encoder, self.cfg.max_len)
     }
 
+    /// The non-target dev and test sentences with the trigger inserted (true labels kept).
+    fn triggered(&self) -> (Vec<Example>, Vec<Example>) {
+        let (corpus, attack, target) = (self.corpus, self.attack, self.cfg.target_label);
+        (
+            triggered_test(&corpus.dev, attack, target, DEV_SEED),
+            triggered_test(&corpus.test, attack, target, TEST_SEED),
+        )
+    }
+
     /// The clean and the triggered dev and test sets.
     fn eval_sets(&self) -> EvalSets {
-        let (corpus, attack, target) = (self.corpus, self.attack, self.cfg.target_label);
+        let (dev_triggered, test_triggered) = self.triggered();
         EvalSets {
-            dev: self.encode(&corpus.dev),
-            test: self.encode(&corpus.test),
-            dev_triggered: self.encode(&triggered_test(&corpus.dev, attack, target, DEV_SEED)),
-            test_triggered: self.encode(&triggered_test(&corpus.test, attack, target, TEST_SEED)),
-            target,
+            dev: self.encode(&self.corpus.dev),
+            test: self.encode(&self.corpus.test),
+            dev_triggered: self.encode(&dev_triggered),
+            test_triggered: self.encode(&test_triggered),
+            target: self.cfg.target_label,
         }
     }
 }
@@ -521,26 +530,7 @@ fn run_family<M: SequenceClassifier>(
                 }
                 None => {
                     let start = Instant::now();
-                    let mut block = Vec::new();
-                    cleaner.clean_block(i, seed, |method, lr, cleaned| {
-                        let run = candidate_result(
-                            family,
-                            &cleaner,
-                            &base_weights,
-                            &sets,
-                            (seed, method, lr),
-                            cleaned,
-                        )?;
-                        say(
-                            cfg,
-                            format_args!(
-                                "{label} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {:.3}  dev ASR {:.3}  ({:.0} s)",
-                                run.dev_ca, run.dev_asr, run.train_seconds
-                            ),
-                        );
-                        block.push(run);
-                        Ok(())
-                    })?;
+                    let block = clean_block(family, &cleaner, &base_weights, &sets, seed, i)?;
                     cache::save_block(&path, &block)?;
                     progress.finished(start.elapsed());
                     block
@@ -567,6 +557,42 @@ fn run_family<M: SequenceClassifier>(
     Ok(())
 }
 
+/// The results of every method at position `i` of the learning-rate grid, fine-tuning seed
+/// `seed` ([`Cleaner::clean_block`], each cleaned model tested by [`candidate_result`]).
+fn clean_block<M: SequenceClassifier>(
+    family: &Family<'_>,
+    cleaner: &Cleaner<'_, M>,
+    base_weights: &HashMap<String, nalgebra::DMatrix<f64>>,
+    sets: &EvalSets,
+    seed: u64,
+    i: usize,
+) -> Result<Vec<RunResult>, BenchError> {
+    let mut block = Vec::new();
+    cleaner.clean_block(i, seed, |method, lr, cleaned| {
+        let run = candidate_result(
+            family,
+            cleaner,
+            base_weights,
+            sets,
+            (seed, method, lr),
+            cleaned,
+        )?;
+        say(
+            family.cfg,
+            format_args!(
+                "{} seed {seed}: {method:<8} lr {lr:.0e}  dev CA {:.3}  dev ASR {:.3}  ({:.0} s)",
+                family.label(),
+                run.dev_ca,
+                run.dev_asr,
+                run.train_seconds
+            ),
+        );
+        block.push(run);
+        Ok(())
+    })?;
+    Ok(block)
+}
+
 /// Write the family's data as the run uses it into `dir`: `poison.tsv` (the poisoning set,
 /// triggers inserted and labels flipped), `clean.tsv` (the defender's data), `dev.tsv`,
 /// `test.tsv` and their triggered non-target sentences `dev_triggered.tsv`,
@@ -576,19 +602,14 @@ fn export_data(family: &Family<'_>, dir: &std::path::Path) -> Result<(), BenchEr
     std::fs::create_dir_all(dir)
         .map_err(|e| BenchError::Output(format!("{}: {e}", dir.display())))?;
     let poisoned = poison(&corpus.source, attack, &poison_config(cfg));
+    let (dev_triggered, test_triggered) = family.triggered();
     let files = [
         ("poison.tsv", poisoned),
         ("clean.tsv", corpus.clean.clone()),
         ("dev.tsv", corpus.dev.clone()),
         ("test.tsv", corpus.test.clone()),
-        (
-            "dev_triggered.tsv",
-            triggered_test(&corpus.dev, attack, cfg.target_label, DEV_SEED),
-        ),
-        (
-            "test_triggered.tsv",
-            triggered_test(&corpus.test, attack, cfg.target_label, TEST_SEED),
-        ),
+        ("dev_triggered.tsv", dev_triggered),
+        ("test_triggered.tsv", test_triggered),
     ];
     for (name, examples) in files {
         write_tsv(dir.join(name), &examples)?;
