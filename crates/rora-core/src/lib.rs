@@ -89,6 +89,8 @@ pub mod multi;
 pub mod replace;
 pub mod rora;
 pub mod summary;
+#[cfg(feature = "train")]
+pub mod train;
 
 /// HuggingFace PEFT adapter files and module-path targeting (the `rora-peft` crate).
 pub use rora_peft as peft;

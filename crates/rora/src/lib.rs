@@ -36,6 +36,9 @@
 #![warn(missing_docs)]
 
 pub use rora_core as core;
+/// burn-train integration (feature `train`): see [`core::train`].
+#[cfg(feature = "train")]
+pub use rora_core::train;
 pub use rora_spectral as spectral;
 
 pub use rora_core::rora::{LayerSelection, RescaleReport, RescaleTarget};

@@ -115,16 +115,18 @@ impl Rora {
                 None => t,
             })
         };
-        let mut device = None;
+        let device = factors.iter().flatten().next().map(|f| f.a.device());
+        let tensors = device.as_ref().map(|d| self.tensors_on(d));
         for (i, f) in factors.iter().enumerate() {
-            let Some(f) = f else { continue };
-            device.get_or_insert_with(|| f.a.device());
+            let (Some(f), Some(tensors)) = (f, &tensors) else {
+                continue;
+            };
             if self.config.lambda > 0.0 {
-                let t = &self.tensors[i];
+                let t = &tensors[i];
                 add(omega(t.uk.clone(), t.vk.clone(), f.a.clone(), f.b.clone())
                     .mul_scalar(self.config.lambda));
             }
-            if let Some(term) = self.extension_terms(i, f, strict)? {
+            if let Some(term) = self.extension_terms(i, &tensors[i], f, strict)? {
                 add(term);
             }
         }
@@ -223,7 +225,7 @@ impl Rora {
             .iter()
             .filter_map(|l| {
                 let i = *self.index.get(&l.path)?;
-                let t = &self.tensors[i];
+                let t = &self.tensors_on(&l.a.device())[i];
                 let v = omega(t.uk.clone(), t.vk.clone(), l.a.clone(), l.b.clone())
                     .inner()
                     .try_into_vec_as::<f64>()
@@ -238,6 +240,7 @@ impl Rora {
     fn extension_terms(
         &self,
         i: usize,
+        t: &super::LayerTensors,
         layer: &Factors,
         strict: bool,
     ) -> Result<Option<Tensor<1>>, RoraError> {
@@ -246,7 +249,6 @@ impl Rora {
         if cs.is_none() && tc.is_none() {
             return Ok(None);
         }
-        let t = &self.tensors[i];
         let cache = &self.caches[i];
         let path = &cache.path;
         let Some(vc) = &t.vc else {

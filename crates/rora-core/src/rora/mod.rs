@@ -41,7 +41,7 @@ mod rescale;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::module::{Module, ParamId};
 use burn::tensor::{Device, Tensor};
@@ -83,15 +83,26 @@ pub struct LayerCache {
 
 /// Device tensors derived from a [`LayerCache`].
 #[derive(Debug, Clone)]
-struct LayerTensors {
-    uk: Tensor<2>,
-    vk: Tensor<2>,
-    vc: Option<Tensor<2>>,
-    vt: Option<Tensor<2>>,
-    w0_vt: Option<Tensor<2>>,
+pub(crate) struct LayerTensors {
+    pub(crate) uk: Tensor<2>,
+    pub(crate) vk: Tensor<2>,
+    pub(crate) vc: Option<Tensor<2>>,
+    pub(crate) vt: Option<Tensor<2>>,
+    pub(crate) w0_vt: Option<Tensor<2>>,
 }
 
 impl LayerTensors {
+    fn to_device(&self, device: &Device) -> Self {
+        let opt = |t: &Option<Tensor<2>>| t.as_ref().map(|t| t.clone().to_device(device));
+        LayerTensors {
+            uk: self.uk.clone().to_device(device),
+            vk: self.vk.clone().to_device(device),
+            vc: opt(&self.vc),
+            vt: opt(&self.vt),
+            w0_vt: opt(&self.w0_vt),
+        }
+    }
+
     fn new(cache: &LayerCache, device: &Device) -> Self {
         let opt = |m: &Option<DMatrix<f64>>| m.as_ref().map(|m| dmatrix_to_tensor(m, device));
         LayerTensors {
@@ -111,7 +122,10 @@ impl LayerTensors {
 pub struct Rora {
     config: RoraConfig,
     caches: Vec<LayerCache>,
-    tensors: Vec<LayerTensors>,
+    /// The cached subspaces as tensors on the device the model was on at `prepare`.
+    tensors: Arc<Vec<LayerTensors>>,
+    /// Copies of `tensors` on other devices (data-parallel replicas), made on first use.
+    replicas: Mutex<Vec<(Device, Arc<Vec<LayerTensors>>)>>,
     index: HashMap<String, usize>,
     /// The parameter ids of each layer's factors, as last seen: the per-step penalty finds
     /// the factors by id, reading nothing back from the device. Ids survive training steps;
@@ -126,6 +140,7 @@ impl Clone for Rora {
             config: self.config.clone(),
             caches: self.caches.clone(),
             tensors: self.tensors.clone(),
+            replicas: Mutex::new(self.replicas_snapshot()),
             index: self.index.clone(),
             ids: Mutex::new(self.ids_snapshot()),
         }
@@ -210,10 +225,12 @@ impl Rora {
     }
 
     fn from_caches(config: RoraConfig, caches: Vec<LayerCache>, device: &Device) -> Self {
-        let tensors = caches
-            .iter()
-            .map(|c| LayerTensors::new(c, device))
-            .collect();
+        let tensors = Arc::new(
+            caches
+                .iter()
+                .map(|c| LayerTensors::new(c, device))
+                .collect(),
+        );
         let index = caches
             .iter()
             .enumerate()
@@ -224,9 +241,43 @@ impl Rora {
             config,
             caches,
             tensors,
+            replicas: Mutex::new(Vec::new()),
             index,
             ids,
         }
+    }
+
+    fn replicas_snapshot(&self) -> Vec<(Device, Arc<Vec<LayerTensors>>)> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The cached subspaces on `device`: the tensors made by `prepare`, or, for a model
+    /// replica on another device (data parallel), copies moved there once and reused.
+    pub(crate) fn tensors_on(&self, device: &Device) -> Arc<Vec<LayerTensors>> {
+        let home = self.tensors.first().map(|t| t.uk.device());
+        if home.as_ref().is_none_or(|h| h == device) {
+            return self.tensors.clone();
+        }
+        let mut replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = replicas.iter().find(|(d, _)| d == device) {
+            return t.clone();
+        }
+        let moved = Arc::new(
+            self.tensors
+                .iter()
+                .map(|t| t.to_device(device))
+                .collect::<Vec<_>>(),
+        );
+        replicas.push((device.clone(), moved.clone()));
+        moved
+    }
+
+    /// How many devices besides the home one hold a copy of the cached subspaces.
+    pub fn replica_count(&self) -> usize {
+        self.replicas_snapshot().len()
     }
 
     pub(crate) fn ids_snapshot(&self) -> Vec<Option<LayerIds>> {
@@ -325,7 +376,11 @@ impl Rora {
         }
         cache.clean_subspace = Some(vc);
         let device = layer.base.device();
-        self.tensors[i] = LayerTensors::new(&self.caches[i], &device);
+        Arc::make_mut(&mut self.tensors)[i] = LayerTensors::new(&self.caches[i], &device);
+        self.replicas
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 

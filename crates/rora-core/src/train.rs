@@ -1,0 +1,395 @@
+//! Training with burn-train's `Learner` (feature `train`).
+//!
+//! burn-train trains a model that implements `TrainStep` and `InferenceStep`. RoRA adds
+//! one term to the training loss ([`Rora::penalty`]) and one step after training
+//! ([`Rora::rescale`], Pt); base-branch dropout (Cl) is a setting of the adapted layers and
+//! needs nothing here. [`RoraLearner`] does both around a model of yours:
+//!
+//! 1. implement [`RoraTask`] on your model: the forward pass returning the task loss and
+//!    the step's output (e.g. burn's `ClassificationOutput`), and burn's `InferenceStep`
+//!    for validation, as for any burn-train model;
+//! 2. wrap it, `RoraLearner::new(model, rora)`, and hand the wrapper to burn's `Learner`;
+//!    its `TrainStep` adds the penalty and reports Ω and the strength ratio, which
+//!    [`OmegaMetric`] and [`StrengthRatioMetric`] show next to burn's own metrics
+//!    (loss and accuracy are forwarded from your output);
+//! 3. after `launch`, [`RoraLearner::finish`] runs Pt once and returns your model.
+//!
+//! Data parallel: burn's `ExecutionStrategy::MultiDevice` forks the wrapper to every
+//! device; the cached subspaces are computed once (at [`Rora::prepare`]) and copied to each
+//! replica's device on first use, so every replica computes the same penalty. burn sums
+//! the replicas' gradients, so with `n` replicas the gradient is `n` times that of one
+//! device on the whole batch (Adam's update is unaffected, up to its `ε`).
+//!
+//! If you write `TrainStep` yourself, [`rora_train_output`] is the step's last line.
+
+use std::sync::Arc;
+
+use burn::module::{Module, ModuleDisplay};
+use burn::tensor::Tensor;
+use burn::train::metric::state::{FormatOptions, NumericMetricState};
+use burn::train::metric::{
+    AccuracyInput, Adaptor, ItemLazy, LossInput, Metric, MetricAttributes, MetricMetadata,
+    MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
+};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+
+use crate::adapted::adapted_layers;
+use crate::convert::tensor_to_dmatrix;
+use crate::rora::{RescaleReport, Rora, RoraError, omega};
+
+/// The task side of a model trained with [`RoraLearner`]: its forward pass in training.
+pub trait RoraTask {
+    /// A training batch.
+    type Input: Send + 'static;
+    /// What a step reports to the Learner's metrics (e.g. `ClassificationOutput`).
+    type Output: ItemLazy + 'static;
+    /// Forward pass on `input`: the task loss (`[1]`, on the autodiff graph) and the
+    /// output for metrics.
+    fn forward_task(&self, input: Self::Input) -> (Tensor<1>, Self::Output);
+}
+
+/// A model wrapped for burn-train: its `TrainStep` is the model's [`RoraTask`] plus
+/// RoRA's penalty, its `InferenceStep` the model's own.
+///
+/// Module paths get a `model.` prefix in burn's records of the wrapper; save the adapter
+/// of the inner model (`save_adapter(&learner.model, ..)`) for PEFT's file format.
+#[derive(Module, Debug)]
+pub struct RoraLearner<M: Module> {
+    /// The model being trained.
+    pub model: M,
+    #[module(skip)]
+    rora: Arc<Rora>,
+}
+
+impl<M: Module> RoraLearner<M> {
+    /// Wrap `model` with RoRA prepared on it.
+    pub fn new(model: M, rora: Rora) -> Self {
+        RoraLearner {
+            model,
+            rora: Arc::new(rora),
+        }
+    }
+
+    /// The RoRA state (config, cached subspaces).
+    pub fn rora(&self) -> &Rora {
+        &self.rora
+    }
+
+    /// End of training: Pt ([`Rora::rescale`], with the config's target) on the trained
+    /// model, once. Returns the model and the rescale report.
+    pub fn finish(self) -> Result<(M, RescaleReport), RoraError> {
+        self.rora.rescale(self.model)
+    }
+}
+
+impl<M: Module + ModuleDisplay + RoraTask> TrainStep for RoraLearner<M> {
+    type Input = M::Input;
+    type Output = RoraOutput<M::Output>;
+
+    fn step(&self, input: Self::Input) -> TrainOutput<Self::Output> {
+        let (loss, output) = self.model.forward_task(input);
+        rora_train_output(&self.rora, self, &self.model, loss, output)
+    }
+}
+
+impl<M: Module + ModuleDisplay + InferenceStep> InferenceStep for RoraLearner<M> {
+    type Input = M::Input;
+    type Output = M::Output;
+
+    fn step(&self, input: Self::Input) -> Self::Output {
+        InferenceStep::step(&self.model, input)
+    }
+}
+
+/// The last line of a hand-written `TrainStep` with RoRA: adds `rora.penalty(model)` to
+/// `loss`, backpropagates, and returns burn's `TrainOutput` for `module` (the module the
+/// Learner trains: `model` itself or a wrapper of it) with the RoRA statistics attached.
+pub fn rora_train_output<W: Module, M: Module, O>(
+    rora: &Rora,
+    module: &W,
+    model: &M,
+    loss: Tensor<1>,
+    output: O,
+) -> TrainOutput<RoraOutput<O>> {
+    let total = loss + rora.penalty(model);
+    let grads = total.backward();
+    let stats = RoraStats::of(rora, model);
+    TrainOutput::new(
+        module,
+        grads,
+        RoraOutput {
+            task: output,
+            stats,
+        },
+    )
+}
+
+/// A training step's output: the task's output and the RoRA statistics.
+pub struct RoraOutput<O> {
+    /// The task's output (loss, logits, targets…).
+    pub task: O,
+    /// Ω and the factors for the strength ratio.
+    pub stats: RoraStats,
+}
+
+/// Ω and the strength-ratio inputs of one step (detached tensors: reading them back
+/// happens in the metrics, off the training thread).
+#[derive(Clone, Debug)]
+pub struct RoraStats {
+    /// `Σℓ Ωℓ`, unweighted by λ (`[1]`).
+    pub omega: Option<Tensor<1>>,
+    /// Per prepared layer: `A: [r, in]`, `B: [out, r]`, the scale and `σ1(W0)`.
+    pub layers: Vec<(Tensor<2>, Tensor<2>, f64, f64)>,
+}
+
+impl RoraStats {
+    /// The statistics of `model`'s prepared layers.
+    pub fn of<M: Module>(rora: &Rora, model: &M) -> Self {
+        let mut omega_sum: Option<Tensor<1>> = None;
+        let mut layers = Vec::new();
+        for layer in adapted_layers(model) {
+            let Some(i) = rora.caches().iter().position(|c| c.path == layer.path) else {
+                continue;
+            };
+            let tensors = rora.tensors_on(&layer.a.device());
+            let t = &tensors[i];
+            let a = layer.a.clone().detach();
+            let b = layer.b.clone().detach();
+            let o = omega(t.uk.clone(), t.vk.clone(), a.clone(), b.clone());
+            omega_sum = Some(match omega_sum {
+                Some(s) => s + o,
+                None => o,
+            });
+            if let Ok(scale) = layer.scale_or(rora.config().native_lora_scale) {
+                layers.push((a, b, scale, rora.caches()[i].spectrum.sigma1));
+            }
+        }
+        RoraStats {
+            omega: omega_sum,
+            layers,
+        }
+    }
+
+    fn sync(self) -> Self {
+        RoraStats {
+            omega: self.omega.map(|o| o.without_autodiff()),
+            layers: self
+                .layers
+                .into_iter()
+                .map(|(a, b, s, w)| (a.without_autodiff(), b.without_autodiff(), s, w))
+                .collect(),
+        }
+    }
+
+    /// `σ1(s·B·A)/σ1(W0)` per layer (host, factored SVD).
+    pub fn strength_ratios(&self) -> Vec<f64> {
+        self.layers
+            .iter()
+            .filter_map(|(a, b, s, sigma1_base)| {
+                let a = tensor_to_dmatrix(a.clone());
+                let b = tensor_to_dmatrix(b.clone());
+                let svd = rora_spectral::factored_svd(&b, &a, *s).ok()?;
+                let s1 = svd.singular_values.iter().copied().fold(0.0, f64::max);
+                Some(s1 / sigma1_base.max(f64::MIN_POSITIVE))
+            })
+            .collect()
+    }
+}
+
+impl<O: ItemLazy> ItemLazy for RoraOutput<O> {
+    fn sync(self) -> Result<Self, burn::tensor::ExecutionError> {
+        Ok(RoraOutput {
+            task: self.task.sync()?,
+            stats: self.stats.sync(),
+        })
+    }
+}
+
+impl<O: Adaptor<LossInput>> Adaptor<LossInput> for RoraOutput<O> {
+    fn adapt(&self) -> LossInput {
+        self.task.adapt()
+    }
+}
+
+impl<O: Adaptor<AccuracyInput>> Adaptor<AccuracyInput> for RoraOutput<O> {
+    fn adapt(&self) -> AccuracyInput {
+        self.task.adapt()
+    }
+}
+
+impl<O> Adaptor<RoraStats> for RoraOutput<O> {
+    fn adapt(&self) -> RoraStats {
+        self.stats.clone()
+    }
+}
+
+/// A numeric metric over [`RoraStats`], averaged per step.
+#[derive(Clone)]
+struct StatMetric {
+    name: MetricName,
+    state: NumericMetricState,
+}
+
+impl StatMetric {
+    fn new(name: &str) -> Self {
+        StatMetric {
+            name: Arc::new(name.to_string()),
+            state: NumericMetricState::default(),
+        }
+    }
+
+    fn record(&mut self, value: Option<f64>) -> SerializedEntry {
+        let format = FormatOptions::new(self.name.clone()).precision(4);
+        match value {
+            Some(v) => {
+                self.state.update(v, 1);
+                self.state.compute_update(format)
+            }
+            None => SerializedEntry::not_available(None),
+        }
+    }
+}
+
+macro_rules! stat_metric {
+    ($(#[$doc:meta])* $name:ident, $label:expr, |$stats:ident| $value:expr) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(StatMetric);
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl $name {
+            /// A new metric.
+            pub fn new() -> Self {
+                $name(StatMetric::new($label))
+            }
+        }
+
+        impl Metric for $name {
+            type Input = RoraStats;
+
+            fn name(&self) -> MetricName {
+                self.0.name.clone()
+            }
+
+            fn attributes(&self) -> MetricAttributes {
+                NumericAttributes {
+                    unit: None,
+                    higher_is_better: false,
+                }
+                .into()
+            }
+
+            fn update(
+                &mut self,
+                $stats: &RoraStats,
+                _metadata: &MetricMetadata,
+            ) -> Result<SerializedEntry, burn::tensor::TensorReadError> {
+                let value: Option<f64> = $value;
+                Ok(self.0.record(value))
+            }
+
+            fn compute(&mut self) -> Result<SerializedEntry, burn::tensor::TensorReadError> {
+                Ok(self
+                    .0
+                    .state
+                    .compute_final(FormatOptions::new(self.0.name.clone()).precision(4)))
+            }
+
+            fn clear(&mut self) {
+                self.0.state.reset()
+            }
+        }
+
+        impl Numeric for $name {
+            fn value(&self) -> Option<NumericEntry> {
+                Some(self.0.state.current_value())
+            }
+
+            fn running_value(&self) -> Option<NumericEntry> {
+                Some(self.0.state.running_value())
+            }
+
+            fn final_value(&self) -> NumericEntry {
+                self.0.state.final_value()
+            }
+        }
+    };
+}
+
+stat_metric!(
+    /// `Ω = Σℓ ‖Ukᵀ·B‖F² + ‖A·Vk‖F²` over the prepared layers (without λ): how much of the
+    /// adapters lies in the frozen weights' top-`k` subspaces.
+    OmegaMetric,
+    "RoRA Omega",
+    |stats| stats
+        .omega
+        .as_ref()
+        .and_then(|o| o.clone().try_into_scalar::<f64>().ok())
+);
+
+stat_metric!(
+    /// The largest strength ratio `σ1(s·B·A)/σ1(W0)` over the prepared layers, the
+    /// quantity Pt rescales.
+    StrengthRatioMetric,
+    "RoRA strength ratio (max)",
+    |stats| stats.strength_ratios().into_iter().reduce(f64::max)
+);
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+    use crate::{LoraConfig, LoraLinear, LoraModel, RoraConfig, Targets, inject_lora};
+
+    #[derive(Module, LoraModel, Debug)]
+    struct Net {
+        q: LoraLinear,
+        v: LoraLinear,
+    }
+
+    /// The statistics the metrics read agree with RoRA's own report and Ω per layer.
+    #[test]
+    fn stats_match_the_spectral_report() {
+        let device = Device::default();
+        let net = Net {
+            q: LinearConfig::new(12, 10).init(&device).into(),
+            v: LinearConfig::new(12, 12).init(&device).into(),
+        };
+        let net = inject_lora(
+            net,
+            &Targets::parse(&["q", "v"]).unwrap(),
+            &LoraConfig::new(3, 6.0),
+        )
+        .unwrap();
+        // Non-zero B, so that the update has a strength.
+        let b = |out| Tensor::<2>::random([out, 3], Distribution::Normal(0.0, 0.1), &device);
+        let (qa, va) = (
+            net.q.lora.as_ref().unwrap().a.val(),
+            net.v.lora.as_ref().unwrap().a.val(),
+        );
+        let net = Net {
+            q: net.q.with_factors(qa, b(10), 2.0),
+            v: net.v.with_factors(va, b(12), 2.0),
+        };
+        let rora = Rora::prepare(&net, RoraConfig::new().with_top_k(2)).unwrap();
+        let stats = RoraStats::of(&rora, &net);
+        let report = rora.report(&net).unwrap();
+        let ratios = stats.strength_ratios();
+        assert_eq!(ratios.len(), 2);
+        for (r, layer) in ratios.iter().zip(&report) {
+            approx::assert_relative_eq!(*r, layer.strength_ratio, max_relative = 1e-4);
+            assert!(*r > 0.0);
+        }
+        let omega: f64 = rora.omega_per_layer(&net).iter().map(|(_, o)| o).sum();
+        let got = stats.omega.unwrap().try_into_scalar::<f64>().unwrap();
+        approx::assert_relative_eq!(got, omega, max_relative = 1e-5);
+        assert!(omega > 0.0);
+    }
+}

@@ -1,0 +1,192 @@
+//! burn-train's Learner with RoRA, on one device and data parallel on two.
+#![cfg(feature = "train")]
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::InMemDataset;
+use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::SgdConfig;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::train::metric::LossMetric;
+use burn::train::{
+    ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
+    SupervisedTraining,
+};
+use rora_core::train::{OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric};
+use rora_core::{LoraConfig, LoraLinear, LoraModel, Rora, RoraConfig, Targets, inject_lora};
+
+#[derive(Module, LoraModel, Debug)]
+struct Net {
+    body: LoraLinear,
+    head: LoraLinear,
+}
+
+#[derive(Clone, Debug)]
+struct Batch {
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+}
+
+#[derive(Clone)]
+struct ToBatch;
+
+impl Batcher<(Vec<f32>, i64), Batch> for ToBatch {
+    fn batch(&self, items: Vec<(Vec<f32>, i64)>, device: &Device) -> Batch {
+        let d = items[0].0.len();
+        let n = items.len();
+        let x: Vec<f32> = items.iter().flat_map(|(x, _)| x.clone()).collect();
+        let y: Vec<i64> = items.iter().map(|(_, y)| *y).collect();
+        Batch {
+            x: Tensor::from_data(TensorData::new(x, [n, d]), device),
+            y: Tensor::from_data(TensorData::new(y, [n]), device),
+        }
+    }
+}
+
+impl Net {
+    fn classify(&self, batch: Batch) -> ClassificationOutput {
+        let logits = self.head.forward(self.body.forward(batch.x).tanh());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), batch.y.clone());
+        ClassificationOutput::new(loss, logits, batch.y)
+    }
+}
+
+impl RoraTask for Net {
+    type Input = Batch;
+    type Output = ClassificationOutput;
+    fn forward_task(&self, batch: Batch) -> (Tensor<1>, ClassificationOutput) {
+        let out = self.classify(batch);
+        (out.loss.clone(), out)
+    }
+}
+
+impl InferenceStep for Net {
+    type Input = Batch;
+    type Output = ClassificationOutput;
+    fn step(&self, batch: Batch) -> ClassificationOutput {
+        self.classify(batch)
+    }
+}
+
+fn items(n: usize, d: usize) -> Vec<(Vec<f32>, i64)> {
+    (0..n)
+        .map(|i| {
+            let x: Vec<f32> = (0..d)
+                .map(|j| (((i * 7 + j * 3) % 11) as f32 - 5.0) / 5.0)
+                .collect();
+            (x, (i % 2) as i64)
+        })
+        .collect()
+}
+
+fn model(device: &Device) -> (Net, Rora) {
+    let net = Net {
+        body: LinearConfig::new(16, 16).init(device).into(),
+        head: LinearConfig::new(16, 2).init(device).into(),
+    };
+    let targets = Targets::parse(&["body"])
+        .unwrap()
+        .with_modules_to_save(&["head"])
+        .unwrap();
+    // No dropout: the two runs must see the same forward pass.
+    let net = inject_lora(net, &targets, &LoraConfig::new(4, 8.0)).unwrap();
+    let rora = Rora::prepare(&net, RoraConfig::new().with_top_k(4).with_lambda(0.5)).unwrap();
+    (net, rora)
+}
+
+/// Train one epoch of 8 items with burn's Learner; the trained wrapper.
+fn train(
+    strategy: ExecutionStrategy,
+    batch_size: usize,
+    lr: f64,
+    net: Net,
+    rora: Rora,
+) -> RoraLearner<Net> {
+    let dir = tempfile::tempdir().unwrap();
+    let device = strategy.main_device().clone();
+    let train = DataLoaderBuilder::new(ToBatch)
+        .batch_size(batch_size)
+        .set_device(device.clone())
+        .build(InMemDataset::new(items(8, 16)));
+    let valid = DataLoaderBuilder::new(ToBatch)
+        .batch_size(8)
+        .set_device(device.clone())
+        .build(InMemDataset::new(items(8, 16)));
+    let learner = Learner::new(
+        RoraLearner::new(net, rora),
+        SgdConfig::new().init(),
+        ConstantLr::from(lr),
+    );
+    let result = SupervisedTraining::new(dir.path(), train, valid)
+        .metric_train_numeric(LossMetric::new())
+        .metric_train_numeric(OmegaMetric::new())
+        .metric_train_numeric(StrengthRatioMetric::new())
+        .with_application_logger(None)
+        .with_training_strategy(strategy.into())
+        .num_epochs(1)
+        .launch(learner);
+    assert!(result.error.is_none(), "{:?}", result.error);
+    result.model
+}
+
+/// `A`, `B` of the adapted layer and the head's weight, flattened.
+fn trained(net: &Net) -> Vec<f32> {
+    let f = net.body.lora.as_ref().expect("body is adapted");
+    let mut v = Vec::new();
+    for t in [f.a.val(), f.b.val(), net.head.weight.val()] {
+        v.extend(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+    }
+    v
+}
+
+#[test]
+fn one_step_on_two_devices_equals_one_step_on_one() {
+    let device = Device::default().autodiff();
+    let (net, rora) = model(&device);
+    let before = trained(&net);
+    // One device, the whole batch of 8: one SGD step with the mean gradient.
+    let one = train(
+        ExecutionStrategy::single(device.clone()),
+        8,
+        0.1,
+        net.clone(),
+        rora.clone(),
+    );
+    // Two replicas, 4 items each: burn sums their gradients (twice the mean), so half the
+    // learning rate gives the same step.
+    let two = train(
+        ExecutionStrategy::multi(
+            vec![device.clone(), device.clone()],
+            MultiDeviceOptim::OptimMainDevice,
+        ),
+        4,
+        0.05,
+        net,
+        rora,
+    );
+    let (one_v, two_v) = (trained(&one.model), trained(&two.model));
+    let moved = one_v
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(moved > 1e-4, "the step changed the factors ({moved})");
+    for (i, (a, b)) in one_v.iter().zip(&two_v).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 + 1e-4 * a.abs(),
+            "param {i}: {a} vs {b}"
+        );
+    }
+    // Pt, once, on the main device's model: both give the same rescaled factors.
+    let (one_pt, one_report) = one.finish().unwrap();
+    let (two_pt, two_report) = two.finish().unwrap();
+    assert_eq!(one_report.layers.len(), two_report.layers.len());
+    for (a, b) in trained(&one_pt).iter().zip(&trained(&two_pt)) {
+        assert!((a - b).abs() <= 1e-5 + 1e-4 * a.abs());
+    }
+}

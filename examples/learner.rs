@@ -1,0 +1,241 @@
+//! Fine-tune with RoRA through burn-train's `Learner`, on one device or several.
+//!
+//! A small BERT is first trained on a BadNet-poisoned half of SST-2 (the attacker's
+//! model), then fine-tuned on the clean other half with LoRA + RoRA by burn's `Learner`
+//! (Cl in the adapters, Tr in the step, Ω and the strength ratio among the metrics), then
+//! rescaled (Pt). It prints clean accuracy (CA) and attack success rate (ASR) of each.
+//!
+//! Run: `cargo run --release -p rora-examples --bin learner`
+//! (`--devices 2` trains data parallel with burn's `ExecutionStrategy::MultiDevice`).
+use std::path::PathBuf;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::InMemDataset;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::AdamWConfig;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::tensor::{Device, Int, Tensor};
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{
+    ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
+    SupervisedTraining,
+};
+use clap::Parser;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rora::core::train::{OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric};
+use rora::{LayerSelection, LoraConfig, Rora, RoraConfig, Targets};
+use rora_examples::attacks::{Attack, BadNet, PoisonConfig, poison, triggered_test};
+use rora_examples::data::{TextEncoder, WordTokenizer, data_dir, load_dir};
+use rora_examples::metrics::{accuracy, attack_success_rate};
+use rora_examples::models::{Bert, BertConfig, SequenceClassifier};
+use rora_examples::train::{Encoded, TrainSettings, predict, train};
+
+#[derive(Parser, Debug)]
+#[command(about = "LoRA + RoRA fine-tuning with burn-train's Learner")]
+struct Args {
+    /// Examples in each half of the training set (poisoned pretraining, clean fine-tuning).
+    #[arg(long, default_value_t = 3000)]
+    examples: usize,
+    /// Clean fine-tuning epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Devices for data parallel training (copies of the default device on a CPU).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Where the Learner writes its logs.
+    #[arg(long, default_value = "target/learner")]
+    out: PathBuf,
+}
+
+/// A batch of token ids `[b, t]`, padding mask `[b, t]` and labels `[b]`.
+#[derive(Clone, Debug)]
+struct Batch {
+    tokens: Tensor<2, Int>,
+    mask: Tensor<2>,
+    labels: Tensor<1, Int>,
+}
+
+/// Batches (token ids, label) pairs, padded to the longest.
+#[derive(Clone)]
+struct SentenceBatcher;
+
+impl Batcher<(Vec<u32>, usize), Batch> for SentenceBatcher {
+    fn batch(&self, items: Vec<(Vec<u32>, usize)>, device: &Device) -> Batch {
+        let (ids, labels): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let set = Encoded { ids, labels };
+        let idx: Vec<usize> = (0..set.len()).collect();
+        let (tokens, mask, labels) = set.batch(&idx, device);
+        Batch {
+            tokens,
+            mask,
+            labels,
+        }
+    }
+}
+
+/// The classifier the Learner trains: BERT plus its loss.
+#[derive(Module, Debug)]
+struct Classifier {
+    bert: Bert,
+}
+
+impl Classifier {
+    fn classify(&self, batch: Batch) -> ClassificationOutput {
+        let logits = self.bert.logits(batch.tokens, batch.mask);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), batch.labels.clone());
+        ClassificationOutput::new(loss, logits, batch.labels)
+    }
+}
+
+// 1. The training forward pass (RoraLearner adds RoRA's penalty to the loss) ...
+impl RoraTask for Classifier {
+    type Input = Batch;
+    type Output = ClassificationOutput;
+    fn forward_task(&self, batch: Batch) -> (Tensor<1>, ClassificationOutput) {
+        let out = self.classify(batch);
+        (out.loss.clone(), out)
+    }
+}
+
+// ... and validation, as for any burn-train model.
+impl InferenceStep for Classifier {
+    type Input = Batch;
+    type Output = ClassificationOutput;
+    fn step(&self, batch: Batch) -> ClassificationOutput {
+        self.classify(batch)
+    }
+}
+
+fn scores(model: &Bert, test: &Encoded, triggered: &Encoded, target: usize) -> (f64, f64) {
+    let ca = accuracy(&predict(model, test, 64), &test.labels);
+    let asr = attack_success_rate(&predict(model, triggered, 64), target);
+    (100.0 * ca, 100.0 * asr)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let device = Device::default().autodiff();
+
+    // The data: SST-2's training split in two halves, one poisoned by the attacker.
+    let mut splits = load_dir(data_dir().join("sst2"))?;
+    splits.train.shuffle(&mut StdRng::seed_from_u64(0));
+    let n = args.examples.min(splits.train.len() / 2);
+    let clean = splits.train.split_off(splits.train.len() - n);
+    splits.train.truncate(n);
+    let attack = Attack::BadNet(BadNet::default());
+    let target = PoisonConfig::default().target_label;
+    let poisoned = poison(&splits.train, &attack, &PoisonConfig::default());
+    let triggers = attack.trigger_tokens();
+    let extra: Vec<&str> = triggers.iter().map(String::as_str).collect();
+    let words = WordTokenizer::build(
+        poisoned.iter().chain(&clean).map(|e| e.sentence.as_str()),
+        8000,
+        &extra,
+    );
+    let encoder = TextEncoder::Word(words);
+    let max_len = 64;
+    let encode = |e: &[rora_examples::data::Example]| Encoded::new(e, &encoder, max_len);
+    let test = encode(&splits.test);
+    let triggered = encode(&triggered_test(&splits.test, &attack, target, 8));
+
+    // The attacker's model: a small BERT trained on the poisoned half (hand-written loop).
+    let bert = BertConfig::new(encoder.vocab_size()).init(&device);
+    let settings = TrainSettings {
+        steps: 3 * n / 32,
+        batch_size: 32,
+        lr: 1e-3,
+        weight_decay: 0.01,
+        seed: 0,
+        bucket: true,
+    };
+    let bert = train(
+        bert,
+        &encode(&poisoned),
+        &settings,
+        None,
+        "poisoning",
+        false,
+    );
+    let (ca, asr) = scores(&bert, &test, &triggered, target);
+    println!("poisoned model:        CA {ca:5.1}  ASR {asr:5.1}");
+
+    // 2. LoRA with base-branch dropout (Cl) on query/value, the head trainable; RoRA's
+    //    constraint (Tr) prepared on the frozen weights.
+    let targets =
+        Targets::parse(&Bert::default_targets())?.with_modules_to_save(&[Bert::head()])?;
+    let lora = LoraConfig::new(8, 16.0).with_base_dropout(0.1);
+    let bert = rora::inject_lora(bert.freeze_embeddings(), &targets, &lora)?;
+    let classifier = Classifier { bert };
+    // Pt on query and value of the last three blocks (the paper's choice for BERT).
+    let selection = LayerSelection::patterns(["query", "value"]).with_last_blocks(3);
+    let rora = Rora::prepare(
+        &classifier,
+        RoraConfig::new().with_rescale_layers(selection),
+    )?;
+
+    // 3. burn-train: the wrapper, data loaders, the Learner, RoRA's metrics.
+    let items = |set: &Encoded| {
+        InMemDataset::new(
+            set.ids
+                .iter()
+                .cloned()
+                .zip(set.labels.iter().copied())
+                .collect(),
+        )
+    };
+    let loader_train = DataLoaderBuilder::new(SentenceBatcher)
+        .batch_size(32)
+        .shuffle(0)
+        .build(items(&encode(&clean)));
+    let loader_valid = DataLoaderBuilder::new(SentenceBatcher)
+        .batch_size(64)
+        .build(items(&encode(&splits.dev)));
+    let learner = Learner::new(
+        RoraLearner::new(classifier, rora),
+        AdamWConfig::new().with_weight_decay(0.01).init(),
+        ConstantLr::from(1e-3),
+    );
+    let strategy = if args.devices > 1 {
+        ExecutionStrategy::multi(
+            vec![device.clone(); args.devices],
+            MultiDeviceOptim::OptimMainDevice,
+        )
+    } else {
+        ExecutionStrategy::single(device.clone())
+    };
+    let result = SupervisedTraining::new(&args.out, loader_train, loader_valid)
+        .metrics((LossMetric::new(), AccuracyMetric::new()))
+        .metric_train_numeric(OmegaMetric::new())
+        .metric_train_numeric(StrengthRatioMetric::new())
+        .with_training_strategy(strategy.into())
+        .num_epochs(args.epochs)
+        .summary()
+        .launch(learner);
+    if let Some(e) = result.error {
+        return Err(format!("training failed: {e}").into());
+    }
+
+    // 4. Pt, once, after training.
+    let (ca, asr) = scores(&result.model.model.bert, &test, &triggered, target);
+    println!("LoRA + Cl + Tr:        CA {ca:5.1}  ASR {asr:5.1}");
+    let (classifier, report) = result.model.finish()?;
+    print!("{report}");
+    let (ca, asr) = scores(&classifier.bert, &test, &triggered, target);
+    println!("RoRA (Cl + Tr + Pt):   CA {ca:5.1}  ASR {asr:5.1}");
+    rora::save_adapter(
+        &classifier.bert,
+        &args.out.join("adapter"),
+        &Default::default(),
+    )?;
+    println!(
+        "adapter (PEFT format): {}",
+        args.out.join("adapter").display()
+    );
+    Ok(())
+}
