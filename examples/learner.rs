@@ -1,9 +1,10 @@
 //! Fine-tune with RoRA through burn-train's `Learner`, on one device or several.
 //!
 //! A small BERT is first trained on a BadNet-poisoned half of SST-2 (the attacker's
-//! model), then fine-tuned on the clean other half with LoRA + RoRA by burn's `Learner`
-//! (Cl in the adapters, Tr in the step, Ω and the strength ratio among the metrics), then
-//! rescaled (Pt). It prints clean accuracy (CA) and attack success rate (ASR) of each.
+//! model), then fine-tuned on the clean other half by burn's `Learner`, twice: with plain
+//! LoRA (the baseline), and with LoRA + RoRA (Cl in the adapters, Tr in the step, Ω and the
+//! strength ratio among the metrics), then rescaled (Pt). It prints clean accuracy (CA) and
+//! attack success rate (ASR) of each.
 //!
 //! Run: `cargo run --release -p rora-examples --bin learner`
 //! (`--devices 2` trains data parallel with burn's `ExecutionStrategy::MultiDevice`).
@@ -17,6 +18,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::tensor::{Device, Int, Tensor};
+use burn::train::checkpoint::FileCheckpointer;
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
@@ -26,7 +28,9 @@ use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rora::core::train::{OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric};
+use rora::core::train::{
+    AdapterCheckpointer, OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric,
+};
 use rora::{LayerSelection, LoraConfig, Rora, RoraConfig, Targets};
 use rora_examples::attacks::{Attack, BadNet, PoisonConfig, poison, triggered_test};
 use rora_examples::data::{TextEncoder, WordTokenizer, data_dir, load_dir};
@@ -144,20 +148,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let test = encode(&splits.test);
     let triggered = encode(&triggered_test(&splits.test, &attack, target, 8));
 
-    // The attacker's model: a small BERT trained on the poisoned half (hand-written loop).
+    // The attacker's model, as the benchmark makes it (hand-written loops): a small BERT
+    // trained on the attacker's half clean, then on the same half poisoned with the
+    // embeddings frozen (the backdoor lives in the layers LoRA adapts, as in a real
+    // pretrained model; see docs/BENCHMARK.md).
+    device.seed(0);
     let bert = BertConfig::new(encoder.vocab_size()).init(&device);
-    let settings = TrainSettings {
+    let settings = |seed| TrainSettings {
         steps: 3 * n / 32,
         batch_size: 32,
         lr: 1e-3,
         weight_decay: 0.01,
-        seed: 0,
+        seed,
         bucket: true,
     };
     let bert = train(
         bert,
+        &encode(&splits.train),
+        &settings(1),
+        None,
+        "pretraining",
+        false,
+    );
+    let bert = train(
+        bert.freeze_embeddings(),
         &encode(&poisoned),
-        &settings,
+        &settings(3),
         None,
         "poisoning",
         false,
@@ -165,19 +181,73 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (ca, asr) = scores(&bert, &test, &triggered, target);
     println!("poisoned model:        CA {ca:5.1}  ASR {asr:5.1}");
 
-    // 2. LoRA with base-branch dropout (Cl) on query/value, the head trainable; RoRA's
-    //    constraint (Tr) prepared on the frozen weights.
-    let targets =
-        Targets::parse(&Bert::default_targets())?.with_modules_to_save(&[Bert::head()])?;
-    let lora = LoraConfig::new(8, 16.0).with_base_dropout(0.1);
-    let bert = rora::inject_lora(bert.freeze_embeddings(), &targets, &lora)?;
-    let classifier = Classifier { bert };
+    let clean = encode(&clean);
+    let dev = encode(&splits.dev);
+
+    // The baseline: plain LoRA through the same Learner (no Cl, λ = 0, no Pt).
+    let lora = LoraConfig::new(8, 16.0);
+    let baseline = fine_tune(
+        bert.clone(),
+        &lora,
+        RoraConfig::plain_lora(),
+        &clean,
+        &dev,
+        &args,
+        "lora",
+    )?;
+    let (ca, asr) = scores(&baseline.model.bert, &test, &triggered, target);
+    println!("LoRA:                  CA {ca:5.1}  ASR {asr:5.1}");
+
+    // RoRA: base-branch dropout (Cl) in the adapters, the constraint (Tr) in the step, and
     // Pt on query and value of the last three blocks (the paper's choice for BERT).
     let selection = LayerSelection::patterns(["query", "value"]).with_last_blocks(3);
-    let rora = Rora::prepare(
-        &classifier,
-        RoraConfig::new().with_rescale_layers(selection),
+    let config = RoraConfig::new().with_rescale_layers(selection);
+    let trained = fine_tune(
+        bert,
+        &lora.with_base_dropout(0.1),
+        config,
+        &clean,
+        &dev,
+        &args,
+        "rora",
     )?;
+    let (ca, asr) = scores(&trained.model.bert, &test, &triggered, target);
+    println!("LoRA + Cl + Tr:        CA {ca:5.1}  ASR {asr:5.1}");
+
+    // 4. Pt, once, after training.
+    let (classifier, report) = trained.finish()?;
+    print!("{report}");
+    let (ca, asr) = scores(&classifier.bert, &test, &triggered, target);
+    println!("RoRA (Cl + Tr + Pt):   CA {ca:5.1}  ASR {asr:5.1}");
+    // The rescaled adapter, for PEFT or `rora merge` (the trained head is in the epoch
+    // checkpoints' trainable.bpk: PEFT files here hold the adapters only).
+    let out = args.out.join("rora").join("rescaled");
+    rora::save_adapter(&classifier.bert, &out, &Default::default())?;
+    println!("rescaled adapter (PEFT format): {}", out.display());
+    Ok(())
+}
+
+/// Fine-tune `bert` on `clean` with burn-train's Learner: LoRA (`lora`) on the default
+/// targets with the head trainable, RoRA (`config`) prepared on the frozen weights. Logs and
+/// adapter checkpoints go to `<out>/<name>`.
+fn fine_tune(
+    bert: Bert,
+    lora: &LoraConfig,
+    config: RoraConfig,
+    clean: &Encoded,
+    dev: &Encoded,
+    args: &Args,
+    name: &str,
+) -> Result<RoraLearner<Classifier>, Box<dyn std::error::Error>> {
+    let device = Device::default().autodiff();
+    let dir = args.out.join(name);
+    // 2. LoRA on query/value (base-branch dropout Cl is a setting of `lora`), the head
+    //    trainable; RoRA's subspaces (for Tr and Pt) computed on the frozen weights.
+    let targets =
+        Targets::parse(&Bert::default_targets())?.with_modules_to_save(&[Bert::head()])?;
+    let bert = rora::inject_lora(bert.freeze_embeddings(), &targets, lora)?;
+    let classifier = Classifier { bert };
+    let rora = Rora::prepare(&classifier, config)?;
 
     // 3. burn-train: the wrapper, data loaders, the Learner, RoRA's metrics.
     let items = |set: &Encoded| {
@@ -192,12 +262,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loader_train = DataLoaderBuilder::new(SentenceBatcher)
         .batch_size(32)
         .shuffle(0)
-        .build(items(&encode(&clean)));
+        .build(items(clean));
     let loader_valid = DataLoaderBuilder::new(SentenceBatcher)
         .batch_size(64)
-        .build(items(&encode(&splits.dev)));
+        .build(items(dev));
+    let model = RoraLearner::new(classifier, rora);
+    // Checkpoints hold the adapters in PEFT's format (and the head), not the whole model.
+    let checkpointer = AdapterCheckpointer::new(dir.join("adapter"), &model);
     let learner = Learner::new(
-        RoraLearner::new(classifier, rora),
+        model,
         AdamWConfig::new().with_weight_decay(0.01).init(),
         ConstantLr::from(1e-3),
     );
@@ -207,35 +280,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             MultiDeviceOptim::OptimMainDevice,
         )
     } else {
-        ExecutionStrategy::single(device.clone())
+        ExecutionStrategy::single(device)
     };
-    let result = SupervisedTraining::new(&args.out, loader_train, loader_valid)
+    let result = SupervisedTraining::new(&dir, loader_train, loader_valid)
         .metrics((LossMetric::new(), AccuracyMetric::new()))
         .metric_train_numeric(OmegaMetric::new())
         .metric_train_numeric(StrengthRatioMetric::new())
+        .with_custom_checkpointers(
+            checkpointer,
+            FileCheckpointer::new(dir.join("checkpoint"), "optim"),
+            FileCheckpointer::new(dir.join("checkpoint"), "scheduler"),
+        )
         .with_training_strategy(strategy.into())
         .num_epochs(args.epochs)
         .summary()
         .launch(learner);
-    if let Some(e) = result.error {
-        return Err(format!("training failed: {e}").into());
+    match result.error {
+        Some(e) => Err(format!("training ({name}) failed: {e}").into()),
+        None => Ok(result.model),
     }
-
-    // 4. Pt, once, after training.
-    let (ca, asr) = scores(&result.model.model.bert, &test, &triggered, target);
-    println!("LoRA + Cl + Tr:        CA {ca:5.1}  ASR {asr:5.1}");
-    let (classifier, report) = result.model.finish()?;
-    print!("{report}");
-    let (ca, asr) = scores(&classifier.bert, &test, &triggered, target);
-    println!("RoRA (Cl + Tr + Pt):   CA {ca:5.1}  ASR {asr:5.1}");
-    rora::save_adapter(
-        &classifier.bert,
-        &args.out.join("adapter"),
-        &Default::default(),
-    )?;
-    println!(
-        "adapter (PEFT format): {}",
-        args.out.join("adapter").display()
-    );
-    Ok(())
 }

@@ -21,6 +21,9 @@
 //!   module, whether it uses [`LoraLinear`] or burn's own `Module::apply_lora`
 //!   ([`apply_lora_targets`]).
 //! - [`peft`] and [`adapter_io`] — HuggingFace PEFT adapter files, both directions.
+//! - `train` (feature `train`) — burn-train's `Learner` with RoRA: the penalty in the
+//!   training step, Ω and the strength ratio as metrics, Pt at the end, adapter-only
+//!   checkpoints in PEFT's format.
 //!
 //! # Quickstart
 //!

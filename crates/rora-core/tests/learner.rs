@@ -10,13 +10,19 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::SgdConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::train::checkpoint::{Checkpointer, FileCheckpointer};
 use burn::train::metric::LossMetric;
 use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
     SupervisedTraining,
 };
-use rora_core::train::{OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric};
-use rora_core::{LoraConfig, LoraLinear, LoraModel, Rora, RoraConfig, Targets, inject_lora};
+use rora_core::peft::PeftAdapter;
+use rora_core::train::{
+    AdapterCheckpointer, OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric,
+};
+use rora_core::{
+    LoraConfig, LoraLinear, LoraModel, Rora, RoraConfig, Targets, inject_lora, load_adapter,
+};
 
 #[derive(Module, LoraModel, Debug)]
 struct Net {
@@ -108,6 +114,19 @@ fn train(
     rora: Rora,
 ) -> RoraLearner<Net> {
     let dir = tempfile::tempdir().unwrap();
+    train_in(dir.path(), strategy, batch_size, lr, net, rora, false)
+}
+
+/// [`train`], logging (and with `checkpoints`, checkpointing) under `dir`.
+fn train_in(
+    dir: &std::path::Path,
+    strategy: ExecutionStrategy,
+    batch_size: usize,
+    lr: f64,
+    net: Net,
+    rora: Rora,
+    checkpoints: bool,
+) -> RoraLearner<Net> {
     let device = strategy.main_device().clone();
     let train = DataLoaderBuilder::new(ToBatch)
         .batch_size(batch_size)
@@ -117,19 +136,23 @@ fn train(
         .batch_size(8)
         .set_device(device.clone())
         .build(InMemDataset::new(items(8, 16)));
-    let learner = Learner::new(
-        RoraLearner::new(net, rora),
-        SgdConfig::new().init(),
-        ConstantLr::from(lr),
-    );
-    let result = SupervisedTraining::new(dir.path(), train, valid)
+    let model = RoraLearner::new(net, rora);
+    let mut training = SupervisedTraining::new(dir, train, valid)
         .metric_train_numeric(LossMetric::new())
         .metric_train_numeric(OmegaMetric::new())
         .metric_train_numeric(StrengthRatioMetric::new())
         .with_application_logger(None)
         .with_training_strategy(strategy.into())
-        .num_epochs(1)
-        .launch(learner);
+        .num_epochs(1);
+    if checkpoints {
+        training = training.with_custom_checkpointers(
+            AdapterCheckpointer::new(dir.join("adapter"), &model),
+            FileCheckpointer::new(dir.join("checkpoint"), "optim"),
+            FileCheckpointer::new(dir.join("checkpoint"), "scheduler"),
+        );
+    }
+    let learner = Learner::new(model, SgdConfig::new().init(), ConstantLr::from(lr));
+    let result = training.launch(learner);
     assert!(result.error.is_none(), "{:?}", result.error);
     result.model
 }
@@ -189,4 +212,52 @@ fn one_step_on_two_devices_equals_one_step_on_one() {
     for (a, b) in trained(&one_pt).iter().zip(&trained(&two_pt)) {
         assert!((a - b).abs() <= 1e-5 + 1e-4 * a.abs());
     }
+}
+
+/// The Learner's checkpoints with [`AdapterCheckpointer`]: a PEFT adapter folder holding the
+/// trained factors (and nothing of the frozen weights), the head beside it, and a restore
+/// that gives back the trained model from a fresh one.
+#[test]
+fn adapter_checkpoints_hold_the_trained_factors_and_head() {
+    let device = Device::default().autodiff();
+    let (net, rora) = model(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let template = RoraLearner::new(net.clone(), rora.clone());
+    let trained_model = train_in(
+        dir.path(),
+        ExecutionStrategy::single(device.clone()),
+        8,
+        0.1,
+        net.clone(),
+        rora,
+        true,
+    );
+    let epoch = dir.path().join("adapter").join("epoch-1");
+    // The PEFT folder: only the adapted layer's factors, at the inner model's paths.
+    let adapter = PeftAdapter::read(&epoch).unwrap();
+    assert_eq!(adapter.layers.keys().collect::<Vec<_>>(), vec!["body"]);
+    assert!(epoch.join("trainable.bpk").exists());
+    // Loading the PEFT file alone into the untrained model gives the trained factors
+    // (the head stays untrained: it is not part of the adapter).
+    let loaded = load_adapter(net.clone(), &epoch, &Default::default()).unwrap();
+    let want = trained(&trained_model.model);
+    let got = trained(&loaded);
+    let n_factors = 4 * 16 + 16 * 4;
+    assert_eq!(&got[..n_factors], &want[..n_factors]);
+    assert_ne!(&trained(&net)[..n_factors], &want[..n_factors]);
+    // restore: the factors from the PEFT file and the head from trainable.bpk.
+    let checkpointer = AdapterCheckpointer::new(dir.path().join("adapter"), &template);
+    assert_eq!(
+        checkpointer.other_trainable(),
+        ["model.head.weight", "model.head.bias"]
+    );
+    let restored = template
+        .clone()
+        .load_record(checkpointer.restore(1).unwrap());
+    assert_eq!(trained(&restored.model), want);
+    assert_ne!(trained(&net)[n_factors..], want[n_factors..]);
+    // A missing epoch is an error, and delete removes the folder.
+    assert!(checkpointer.restore(2).is_err());
+    checkpointer.delete(1).unwrap();
+    assert!(!epoch.exists());
 }

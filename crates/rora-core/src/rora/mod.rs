@@ -275,9 +275,9 @@ impl Rora {
         moved
     }
 
-    /// How many devices besides the home one hold a copy of the cached subspaces.
-    pub fn replica_count(&self) -> usize {
-        self.replicas_snapshot().len()
+    /// The position of layer `path` in [`caches`](Self::caches), if it was prepared.
+    pub(crate) fn layer_index(&self, path: &str) -> Option<usize> {
+        self.index.get(path).copied()
     }
 
     pub(crate) fn ids_snapshot(&self) -> Vec<Option<LayerIds>> {
