@@ -36,6 +36,7 @@ use rora_examples::attacks::{Attack, BadNet, PoisonConfig, poison, triggered_tes
 use rora_examples::data::{TextEncoder, WordTokenizer, data_dir, load_dir};
 use rora_examples::metrics::{accuracy, attack_success_rate};
 use rora_examples::models::{Bert, BertConfig, SequenceClassifier};
+use rora_examples::renderer::EpochRenderer;
 use rora_examples::train::{Encoded, TrainSettings, predict, train};
 
 #[derive(Parser, Debug)]
@@ -291,9 +292,9 @@ fn fine_tune(
             FileCheckpointer::new(dir.join("checkpoint"), "optim"),
             FileCheckpointer::new(dir.join("checkpoint"), "scheduler"),
         )
+        .renderer(Box::new(EpochRenderer::new(name)))
         .with_training_strategy(strategy.into())
         .num_epochs(args.epochs)
-        .summary()
         .launch(learner);
     match result.error {
         Some(e) => Err(format!("training ({name}) failed: {e}").into()),

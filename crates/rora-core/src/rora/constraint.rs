@@ -24,14 +24,14 @@ pub fn omega(uk: Tensor<2>, vk: Tensor<2>, a: Tensor<2>, b: Tensor<2>) -> Tensor
 
 /// The factors of one prepared layer as the penalty needs them, PEFT layout, on the
 /// model's graph.
-struct Factors {
-    a: Tensor<2>,
-    b: Tensor<2>,
+pub(crate) struct Factors {
+    pub(crate) a: Tensor<2>,
+    pub(crate) b: Tensor<2>,
     /// The scale as a `[1]` tensor (a `LoraLinear`'s own parameter), or a constant.
-    scale: Scale,
+    pub(crate) scale: Scale,
 }
 
-enum Scale {
+pub(crate) enum Scale {
     Tensor(Box<Tensor<1>>),
     Constant(f64),
     Unknown,
@@ -135,6 +135,16 @@ impl Rora {
             (None, Some(d)) => Ok(Tensor::zeros([1], &d)),
             (None, None) => Err(RoraError::NoAdaptedLayers),
         }
+    }
+
+    /// Every prepared layer's factors (`None` for a layer the model lacks), in
+    /// [`caches`](Self::caches) order: found by parameter id, reading nothing back from the
+    /// device, or by path (once) when the ids are unknown or changed.
+    pub(crate) fn layer_factors<M: Module>(&self, model: &M) -> Vec<Option<Factors>> {
+        self.factors_by_id(model).unwrap_or_else(|| {
+            self.factors_by_path(model, false)
+                .unwrap_or_else(|_| (0..self.caches.len()).map(|_| None).collect())
+        })
     }
 
     /// Every prepared layer's factors by parameter id; `None` when some layer is not found

@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{
     CleanStrengthConfig, LayerSelection, RescaleTarget, RoraConfig, TriggerCancellationConfig,
 };
+pub(crate) use constraint::Scale;
 pub use constraint::omega;
 pub use error::RoraError;
 pub use invariance::insertion_invariance;
@@ -273,11 +274,6 @@ impl Rora {
         );
         replicas.push((device.clone(), moved.clone()));
         moved
-    }
-
-    /// The position of layer `path` in [`caches`](Self::caches), if it was prepared.
-    pub(crate) fn layer_index(&self, path: &str) -> Option<usize> {
-        self.index.get(path).copied()
     }
 
     pub(crate) fn ids_snapshot(&self) -> Vec<Option<LayerIds>> {

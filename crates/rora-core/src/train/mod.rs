@@ -32,9 +32,8 @@ use burn::tensor::Tensor;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
-use crate::adapted::adapted_layers;
 use crate::convert::tensor_to_dmatrix;
-use crate::rora::{RescaleReport, Rora, RoraError, omega};
+use crate::rora::{RescaleReport, Rora, RoraError, Scale, omega};
 
 mod checkpoint;
 mod metrics;
@@ -143,31 +142,57 @@ pub struct RoraOutput<O> {
 pub struct RoraStats {
     /// `Σℓ Ωℓ`, unweighted by λ (`[1]`).
     pub omega: Option<Tensor<1>>,
-    /// Per prepared layer: `A: [r, in]`, `B: [out, r]`, the scale and `σ1(W0)`.
-    pub layers: Vec<(Tensor<2>, Tensor<2>, f64, f64)>,
+    /// The prepared layers whose scale is known.
+    pub layers: Vec<LayerStats>,
+}
+
+/// One prepared layer's factors in a step, for its strength ratio.
+#[derive(Clone, Debug)]
+pub struct LayerStats {
+    /// `A: [r, in]`.
+    pub a: Tensor<2>,
+    /// `B: [out, r]`.
+    pub b: Tensor<2>,
+    /// The scale `s` (`[1]`).
+    pub scale: Tensor<1>,
+    /// `σ1(W0)`, from [`Rora::prepare`].
+    pub sigma1_base: f64,
 }
 
 impl RoraStats {
-    /// The statistics of `model`'s prepared layers.
+    /// The statistics of `model`'s prepared layers. Reads nothing back from the device:
+    /// the layers are found as [`Rora::penalty`] finds them (by parameter id).
     pub fn of<M: Module>(rora: &Rora, model: &M) -> Self {
+        let factors = rora.layer_factors(model);
+        let Some(device) = factors.iter().flatten().next().map(|f| f.a.device()) else {
+            return RoraStats {
+                omega: None,
+                layers: Vec::new(),
+            };
+        };
+        let tensors = rora.tensors_on(&device);
         let mut omega_sum: Option<Tensor<1>> = None;
         let mut layers = Vec::new();
-        for layer in adapted_layers(model) {
-            let Some(i) = rora.layer_index(&layer.path) else {
-                continue;
-            };
-            let tensors = rora.tensors_on(&layer.a.device());
+        for (i, f) in factors.into_iter().enumerate() {
+            let Some(f) = f else { continue };
             let t = &tensors[i];
-            let a = layer.a.clone().detach();
-            let b = layer.b.clone().detach();
+            let (a, b) = (f.a.detach(), f.b.detach());
             let o = omega(t.uk.clone(), t.vk.clone(), a.clone(), b.clone());
             omega_sum = Some(match omega_sum {
                 Some(s) => s + o,
                 None => o,
             });
-            if let Ok(scale) = layer.scale_or(rora.config().native_lora_scale) {
-                layers.push((a, b, scale, rora.caches()[i].spectrum.sigma1));
-            }
+            let scale = match f.scale {
+                Scale::Tensor(s) => (*s).detach(),
+                Scale::Constant(s) => Tensor::from_floats([s as f32], &device),
+                Scale::Unknown => continue,
+            };
+            layers.push(LayerStats {
+                a,
+                b,
+                scale,
+                sigma1_base: rora.caches()[i].spectrum.sigma1,
+            });
         }
         RoraStats {
             omega: omega_sum,
@@ -181,7 +206,12 @@ impl RoraStats {
             layers: self
                 .layers
                 .into_iter()
-                .map(|(a, b, s, w)| (a.without_autodiff(), b.without_autodiff(), s, w))
+                .map(|l| LayerStats {
+                    a: l.a.without_autodiff(),
+                    b: l.b.without_autodiff(),
+                    scale: l.scale.without_autodiff(),
+                    sigma1_base: l.sigma1_base,
+                })
                 .collect(),
         }
     }
@@ -190,12 +220,13 @@ impl RoraStats {
     pub fn strength_ratios(&self) -> Vec<f64> {
         self.layers
             .iter()
-            .filter_map(|(a, b, s, sigma1_base)| {
-                let a = tensor_to_dmatrix(a.clone());
-                let b = tensor_to_dmatrix(b.clone());
-                let svd = rora_spectral::factored_svd(&b, &a, *s).ok()?;
+            .filter_map(|l| {
+                let a = tensor_to_dmatrix(l.a.clone());
+                let b = tensor_to_dmatrix(l.b.clone());
+                let s = l.scale.clone().try_into_scalar::<f64>().ok()?;
+                let svd = rora_spectral::factored_svd(&b, &a, s).ok()?;
                 let s1 = svd.singular_values.iter().copied().fold(0.0, f64::max);
-                Some(s1 / sigma1_base.max(f64::MIN_POSITIVE))
+                Some(s1 / l.sigma1_base.max(f64::MIN_POSITIVE))
             })
             .collect()
     }
