@@ -7,7 +7,8 @@
 //! attack success rate (ASR) of each.
 //!
 //! Run: `cargo run --release -p rora-examples --bin learner`
-//! (`--devices 2` trains data parallel with burn's `ExecutionStrategy::MultiDevice`).
+//! (`--devices 2` trains data parallel with burn's `ExecutionStrategy::MultiDevice`;
+//! `--devices 2 --ddp` with `ExecutionStrategy::ddp`, which needs the `cuda` backend).
 use std::path::PathBuf;
 
 use burn::data::dataloader::DataLoaderBuilder;
@@ -17,6 +18,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use burn::tensor::{Device, Int, Tensor};
 use burn::train::checkpoint::FileCheckpointer;
 use burn::train::metric::{AccuracyMetric, LossMetric};
@@ -42,15 +44,22 @@ use rora_examples::train::{Encoded, TrainSettings, predict, train};
 #[derive(Parser, Debug)]
 #[command(about = "LoRA + RoRA fine-tuning with burn-train's Learner")]
 struct Args {
-    /// Examples in each half of the training set (poisoned pretraining, clean fine-tuning).
+    /// Sentences in each half of the training set (the attacker's: pretraining and
+    /// poisoning; the defender's: clean fine-tuning).
     #[arg(long, default_value_t = 3000)]
     examples: usize,
     /// Clean fine-tuning epochs.
     #[arg(long, default_value_t = 2)]
     epochs: usize,
-    /// Devices for data parallel training (copies of the default device on a CPU).
+    /// Devices for data parallel training: replicas on copies of the default device (on a
+    /// machine with several GPUs, list one device per GPU instead, e.g. `Device::cuda(i)`).
     #[arg(long, default_value_t = 1)]
     devices: usize,
+    /// With `--devices`: burn's distributed data parallel (`ExecutionStrategy::ddp`, an
+    /// all-reduce of the gradients) instead of `MultiDevice`. Needs the `cuda` backend:
+    /// burn 0.22 has collective operations on no other.
+    #[arg(long)]
+    ddp: bool,
     /// Where the Learner writes its logs.
     #[arg(long, default_value = "target/learner")]
     out: PathBuf,
@@ -275,11 +284,14 @@ fn fine_tune(
         AdamWConfig::new().with_weight_decay(0.01).init(),
         ConstantLr::from(1e-3),
     );
-    let strategy = if args.devices > 1 {
-        ExecutionStrategy::multi(
-            vec![device.clone(); args.devices],
-            MultiDeviceOptim::OptimMainDevice,
-        )
+    let devices = vec![device.clone(); args.devices.max(1)];
+    let strategy = if args.ddp {
+        let config = DistributedConfig {
+            all_reduce_op: ReduceOperation::Mean,
+        };
+        ExecutionStrategy::ddp(devices, config)
+    } else if args.devices > 1 {
+        ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice)
     } else {
         ExecutionStrategy::single(device)
     };
