@@ -24,17 +24,8 @@ const OTHERS_FILE: &str = "trainable.bpk";
 /// restoring starts from the model the checkpointer was made with.
 ///
 /// Register it with `SupervisedTraining::with_custom_checkpointers`, next to burn's own
-/// `FileCheckpointer`s for the optimizer and the learning-rate scheduler:
-///
-/// ```ignore
-/// let model = RoraLearner::new(classifier, rora);
-/// let training = SupervisedTraining::new(dir, loader_train, loader_valid)
-///     .with_custom_checkpointers(
-///         AdapterCheckpointer::new(dir.join("adapter"), &model),
-///         FileCheckpointer::new(dir.join("checkpoint"), "optim"),
-///         FileCheckpointer::new(dir.join("checkpoint"), "scheduler"),
-///     );
-/// ```
+/// `FileCheckpointer`s for the optimizer and the learning-rate scheduler, as the
+/// [module example](super#example) does.
 ///
 /// Each epoch's files go to a new folder and the adapter files are replaced atomically, so a
 /// failed save leaves the earlier checkpoints intact. Paths in the adapter are those of the

@@ -24,6 +24,136 @@
 //! device on the whole batch (Adam's update is unaffected, up to its `ε`).
 //!
 //! If you write `TrainStep` yourself, [`rora_train_output`] is the step's last line.
+//!
+//! # Example
+//!
+//! A two-layer classifier, LoRA on `body`, the head trained in full, one epoch:
+//!
+//! ```
+//! use burn::data::dataloader::DataLoaderBuilder;
+//! use burn::data::dataloader::batcher::Batcher;
+//! use burn::data::dataset::InMemDataset;
+//! use burn::module::Module;
+//! use burn::nn::LinearConfig;
+//! use burn::nn::loss::CrossEntropyLossConfig;
+//! use burn::optim::SgdConfig;
+//! use burn::optim::lr_scheduler::constant::ConstantLr;
+//! use burn::tensor::{Device, Int, Tensor, TensorData};
+//! use burn::train::checkpoint::FileCheckpointer;
+//! use burn::train::metric::LossMetric;
+//! use burn::train::{
+//!     ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, SupervisedTraining,
+//! };
+//! use rora_core::train::{
+//!     AdapterCheckpointer, OmegaMetric, RoraLearner, RoraTask, StrengthRatioMetric,
+//! };
+//! use rora_core::{LoraConfig, LoraLinear, LoraModel, Rora, RoraConfig, Targets, inject_lora};
+//!
+//! #[derive(Module, LoraModel, Debug)]
+//! struct Net {
+//!     body: LoraLinear,
+//!     head: LoraLinear,
+//! }
+//!
+//! #[derive(Clone, Debug)]
+//! struct Batch {
+//!     x: Tensor<2>,
+//!     y: Tensor<1, Int>,
+//! }
+//!
+//! #[derive(Clone)]
+//! struct ToBatch;
+//!
+//! impl Batcher<([f32; 4], i64), Batch> for ToBatch {
+//!     fn batch(&self, items: Vec<([f32; 4], i64)>, device: &Device) -> Batch {
+//!         let n = items.len();
+//!         let x: Vec<f32> = items.iter().flat_map(|(x, _)| *x).collect();
+//!         let y: Vec<i64> = items.iter().map(|(_, y)| *y).collect();
+//!         Batch {
+//!             x: Tensor::from_data(TensorData::new(x, [n, 4]), device),
+//!             y: Tensor::from_data(TensorData::new(y, [n]), device),
+//!         }
+//!     }
+//! }
+//!
+//! impl Net {
+//!     fn classify(&self, batch: Batch) -> ClassificationOutput {
+//!         let logits = self.head.forward(self.body.forward(batch.x).tanh());
+//!         let loss = CrossEntropyLossConfig::new()
+//!             .init(&logits.device())
+//!             .forward(logits.clone(), batch.y.clone());
+//!         ClassificationOutput::new(loss, logits, batch.y)
+//!     }
+//! }
+//!
+//! // 1. The training forward pass (task loss and output), and validation.
+//! impl RoraTask for Net {
+//!     type Input = Batch;
+//!     type Output = ClassificationOutput;
+//!     fn forward_task(&self, batch: Batch) -> (Tensor<1>, ClassificationOutput) {
+//!         let out = self.classify(batch);
+//!         (out.loss.clone(), out)
+//!     }
+//! }
+//!
+//! impl InferenceStep for Net {
+//!     type Input = Batch;
+//!     type Output = ClassificationOutput;
+//!     fn step(&self, batch: Batch) -> ClassificationOutput {
+//!         self.classify(batch)
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = Device::default().autodiff();
+//! let net = Net {
+//!     body: LinearConfig::new(4, 8).init(&device).into(),
+//!     head: LinearConfig::new(8, 2).init(&device).into(),
+//! };
+//! let targets = Targets::parse(&["body"])?.with_modules_to_save(&["head"])?;
+//! let net = inject_lora(net, &targets, &LoraConfig::new(2, 4.0).with_base_dropout(0.1))?;
+//! let rora = Rora::prepare(&net, RoraConfig::new().with_top_k(2))?;
+//!
+//! // 2. Wrap the model and train it with burn's Learner.
+//! let items: Vec<([f32; 4], i64)> = (0..8)
+//!     .map(|i| ([i as f32 / 8.0, 1.0, -1.0, 0.5], (i % 2) as i64))
+//!     .collect();
+//! let loader = |items| {
+//!     DataLoaderBuilder::new(ToBatch)
+//!         .batch_size(4)
+//!         .set_device(device.clone())
+//!         .build(InMemDataset::new(items))
+//! };
+//! let dir = tempfile::tempdir()?;
+//! let model = RoraLearner::new(net, rora);
+//! // Adapter-only checkpoints: <dir>/adapter/epoch-<n>/ is a PEFT adapter folder.
+//! let checkpoints = AdapterCheckpointer::new(dir.path().join("adapter"), &model);
+//! let learner = Learner::new(model, SgdConfig::new().init(), ConstantLr::from(0.1));
+//! let result = SupervisedTraining::new(dir.path(), loader(items.clone()), loader(items))
+//!     .metric_train_numeric(LossMetric::new())
+//!     .metric_train_numeric(OmegaMetric::new())
+//!     .metric_train_numeric(StrengthRatioMetric::new())
+//!     .with_custom_checkpointers(
+//!         checkpoints,
+//!         FileCheckpointer::new(dir.path().join("checkpoint"), "optim"),
+//!         FileCheckpointer::new(dir.path().join("checkpoint"), "scheduler"),
+//!     )
+//!     .with_training_strategy(ExecutionStrategy::single(device.clone()).into())
+//!     .with_application_logger(None)
+//!     .num_epochs(1)
+//!     .launch(learner);
+//! assert!(result.error.is_none());
+//! let epoch = dir.path().join("adapter").join("epoch-1");
+//! assert!(epoch.join("adapter_model.safetensors").exists());
+//! assert!(epoch.join("trainable.bpk").exists()); // the head
+//!
+//! // 3. Pt, once, on the trained model.
+//! let (net, report) = result.model.finish()?;
+//! assert_eq!(report.layers.len(), 1);
+//! # let _ = net;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::Arc;
 
