@@ -105,6 +105,29 @@ fn model(device: &Device) -> (Net, Rora) {
     (net, rora)
 }
 
+/// How [`train_in`] trains.
+struct Run {
+    batch_size: usize,
+    lr: f64,
+    epochs: usize,
+    /// Checkpoint with [`AdapterCheckpointer`] (and burn's `FileCheckpointer`s).
+    checkpoints: bool,
+    /// Resume from this epoch's checkpoint.
+    resume: Option<usize>,
+}
+
+impl Run {
+    fn epoch(batch_size: usize, lr: f64) -> Self {
+        Run {
+            batch_size,
+            lr,
+            epochs: 1,
+            checkpoints: false,
+            resume: None,
+        }
+    }
+}
+
 /// Train one epoch of 8 items with burn's Learner; the trained wrapper.
 fn train(
     strategy: ExecutionStrategy,
@@ -114,22 +137,21 @@ fn train(
     rora: Rora,
 ) -> RoraLearner<Net> {
     let dir = tempfile::tempdir().unwrap();
-    train_in(dir.path(), strategy, batch_size, lr, net, rora, false)
+    train_in(dir.path(), strategy, &Run::epoch(batch_size, lr), net, rora)
 }
 
-/// [`train`], logging (and with `checkpoints`, checkpointing) under `dir`.
+/// Train on 8 items with burn's Learner as `run` says, logging (and checkpointing) under
+/// `dir`; the trained wrapper.
 fn train_in(
     dir: &std::path::Path,
     strategy: ExecutionStrategy,
-    batch_size: usize,
-    lr: f64,
+    run: &Run,
     net: Net,
     rora: Rora,
-    checkpoints: bool,
 ) -> RoraLearner<Net> {
     let device = strategy.main_device().clone();
     let train = DataLoaderBuilder::new(ToBatch)
-        .batch_size(batch_size)
+        .batch_size(run.batch_size)
         .set_device(device.clone())
         .build(InMemDataset::new(items(8, 16)));
     let valid = DataLoaderBuilder::new(ToBatch)
@@ -143,15 +165,18 @@ fn train_in(
         .metric_train_numeric(StrengthRatioMetric::new())
         .with_application_logger(None)
         .with_training_strategy(strategy.into())
-        .num_epochs(1);
-    if checkpoints {
+        .num_epochs(run.epochs);
+    if run.checkpoints {
         training = training.with_custom_checkpointers(
             AdapterCheckpointer::new(dir.join("adapter"), &model),
             FileCheckpointer::new(dir.join("checkpoint"), "optim"),
             FileCheckpointer::new(dir.join("checkpoint"), "scheduler"),
         );
     }
-    let learner = Learner::new(model, SgdConfig::new().init(), ConstantLr::from(lr));
+    if let Some(epoch) = run.resume {
+        training = training.checkpoint(epoch);
+    }
+    let learner = Learner::new(model, SgdConfig::new().init(), ConstantLr::from(run.lr));
     let result = training.launch(learner);
     assert!(result.error.is_none(), "{:?}", result.error);
     result.model
@@ -223,14 +248,16 @@ fn adapter_checkpoints_hold_the_trained_factors_and_head() {
     let (net, rora) = model(&device);
     let dir = tempfile::tempdir().unwrap();
     let template = RoraLearner::new(net.clone(), rora.clone());
+    let run = Run {
+        checkpoints: true,
+        ..Run::epoch(8, 0.1)
+    };
     let trained_model = train_in(
         dir.path(),
         ExecutionStrategy::single(device.clone()),
-        8,
-        0.1,
+        &run,
         net.clone(),
         rora,
-        true,
     );
     let epoch = dir.path().join("adapter").join("epoch-1");
     // The PEFT folder: only the adapted layer's factors, at the inner model's paths.
@@ -260,4 +287,46 @@ fn adapter_checkpoints_hold_the_trained_factors_and_head() {
     assert!(checkpointer.restore(2).is_err());
     checkpointer.delete(1).unwrap();
     assert!(!epoch.exists());
+}
+
+/// burn's resume goes through [`AdapterCheckpointer::restore`]: two epochs in one run give
+/// the factors and head of one epoch, a checkpoint, and a second run resumed from it
+/// (which starts from the untrained model and must restore the trained state).
+#[test]
+fn resuming_from_an_adapter_checkpoint_continues_the_run() {
+    let device = Device::default().autodiff();
+    let (net, rora) = model(&device);
+    let single = || ExecutionStrategy::single(device.clone());
+    let straight = tempfile::tempdir().unwrap();
+    let two = Run {
+        epochs: 2,
+        ..Run::epoch(4, 0.1)
+    };
+    let want = trained(&train_in(straight.path(), single(), &two, net.clone(), rora.clone()).model);
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = Run {
+        checkpoints: true,
+        ..Run::epoch(4, 0.1)
+    };
+    let after_one =
+        trained(&train_in(dir.path(), single(), &first, net.clone(), rora.clone()).model);
+    let resumed = Run {
+        epochs: 2,
+        checkpoints: true,
+        resume: Some(1),
+        ..Run::epoch(4, 0.1)
+    };
+    let got = trained(&train_in(dir.path(), single(), &resumed, net, rora).model);
+    let differs = |x: &[f32], y: &[f32]| x.iter().zip(y).any(|(a, b)| (a - b).abs() > 1e-4);
+    assert!(
+        differs(&after_one, &want),
+        "the second epoch moved the parameters"
+    );
+    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 + 1e-4 * a.abs(),
+            "param {i}: {a} (straight) vs {b} (resumed)"
+        );
+    }
 }
