@@ -41,7 +41,9 @@ pub struct AdapterCheckpointer<M: Module + ModuleDisplay> {
 impl<M: Module + ModuleDisplay> AdapterCheckpointer<M> {
     /// Checkpoints under `dir` of the model `template` (the wrapper handed to the Learner,
     /// before training: its frozen weights are what a restored checkpoint starts from, and
-    /// its trainable parameters say what a checkpoint holds).
+    /// its trainable parameters say what a checkpoint holds). The template must be on the
+    /// autodiff device it trains on: on a plain device no parameter is trainable, and a
+    /// `modules_to_save` head would be left out of the checkpoints.
     pub fn new(dir: impl Into<PathBuf>, template: &RoraLearner<M>) -> Self {
         // What the PEFT file holds: A, B and the DoRA magnitude of each adapted layer.
         let factors: Vec<String> = adapted_layers(template)
